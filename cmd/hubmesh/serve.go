@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/hubmesh/hubmesh/node"
+)
+
+// setting ties one flag to its environment twin and to the node.Config
+// field it sets. The env name is derived from the flag name:
+// --http-addr <-> HUBMESH_HTTP_ADDR.
+type setting struct {
+	flag  string
+	usage string
+	get   func(*node.Config) string
+	set   func(*node.Config, string) error
+}
+
+var serveSettings = []setting{
+	{"data-dir", "directory for all state of the node",
+		func(c *node.Config) string { return c.DataDir },
+		func(c *node.Config, v string) error { c.DataDir = v; return nil }},
+	{"http-addr", "HTTP listen address host:port (port 0 picks a free port)",
+		func(c *node.Config) string { return c.HTTPAddr },
+		func(c *node.Config, v string) error { c.HTTPAddr = v; return nil }},
+	{"p2p-addr", "libp2p listen multiaddrs, comma separated (TCP and QUIC)",
+		func(c *node.Config) string { return strings.Join(c.P2PAddrs, ",") },
+		func(c *node.Config, v string) error { c.P2PAddrs = splitList(v); return nil }},
+	{"addr-file", `write {"http","p2p","peer_id"} here once serving`,
+		func(c *node.Config) string { return c.AddrFile },
+		func(c *node.Config, v string) error { c.AddrFile = v; return nil }},
+	{"log-level", "debug, info, warn or error",
+		func(c *node.Config) string { return c.LogLevel },
+		func(c *node.Config, v string) error { c.LogLevel = v; return nil }},
+	{"log-format", "auto (text on a terminal, else json), text or json",
+		func(c *node.Config) string { return c.LogFormat },
+		func(c *node.Config, v string) error { c.LogFormat = v; return nil }},
+}
+
+func envName(flag string) string {
+	return "HUBMESH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a hubmesh node",
+		Long: "Run a hubmesh node: a full container registry that keeps its metadata in Raft.\n" +
+			"Precedence: defaults < --config file < HUBMESH_* environment < flags.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadServeConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			return serve(cmd, cfg)
+		},
+	}
+	def := node.Default()
+	f := cmd.Flags()
+	f.String("config", "", "YAML config file (env "+envName("config")+")")
+	for _, s := range serveSettings {
+		f.String(s.flag, s.get(&def), s.usage+" (env "+envName(s.flag)+")")
+	}
+	return cmd
+}
+
+// loadServeConfig applies defaults, then the config file, then the
+// environment, then the flags that were given. Every problem is reported
+// at once by Validate.
+func loadServeConfig(flags *pflag.FlagSet) (node.Config, error) {
+	cfg := node.Default()
+	path, _ := flags.GetString("config")
+	if !flags.Changed("config") {
+		path = os.Getenv(envName("config"))
+	}
+	if path != "" {
+		if err := cfg.LoadFile(path); err != nil {
+			return cfg, err
+		}
+	}
+	for _, s := range serveSettings {
+		if v, ok := os.LookupEnv(envName(s.flag)); ok && !flags.Changed(s.flag) {
+			if err := s.set(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("%s: %w", envName(s.flag), err)
+			}
+		}
+		if flags.Changed(s.flag) {
+			v, _ := flags.GetString(s.flag)
+			if err := s.set(&cfg, v); err != nil {
+				return cfg, usageError{fmt.Errorf("--%s: %w", s.flag, err)}
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{oneLine(err)}
+	}
+	return cfg, nil
+}
+
+// oneLine joins the lines of a multi-error so the CLI prints one line.
+func oneLine(err error) error {
+	return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+}
+
+func serve(cmd *cobra.Command, cfg node.Config) error {
+	logger := newLogger(cfg)
+	ctx := cmd.Context()
+	n, err := node.New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	runErr := n.Run(ctx)
+	closeErr := n.Close()
+	if runErr != nil {
+		return runErr
+	}
+	if closeErr != nil {
+		return fmt.Errorf("close: %w", closeErr)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func newLogger(cfg node.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}

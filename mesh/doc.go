@@ -1,0 +1,28 @@
+// Package mesh is the content plane of a hubmesh node: the local
+// content-addressed blob store, local blob upload sessions, and the libp2p
+// host that carries node-to-node traffic (the Raft stream layer now; the
+// member-only connection gater and peer blob exchange later).
+//
+// mesh imports only the root package hubmesh and libraries. It must not
+// import registryapi, consensus or node; node adapts mesh to the
+// interfaces the other packages consume.
+//
+// On-disk layout under the node's data directory (the paths are chosen by
+// node; these are the conventional ones):
+//
+//	<data-dir>/
+//	├── blobs/                  Store (OpenStore(<data-dir>/blobs))
+//	│   ├── sha256/
+//	│   │   ├── 00/ … ff/       256 prefix directories, created at open
+//	│   │   │   └── <hex>       one verified blob, named by its full hex digest
+//	│   ├── sha512/             same shape for sha512 digests
+//	│   └── tmp/                temp files of Put in progress; wiped at open
+//	├── uploads/                Uploads (NewUploads(<data-dir>/uploads, ...));
+//	│   └── <session-id>        data received so far; the whole dir is wiped at open
+//	└── p2p/
+//	    └── identity.key        libp2p private key (protobuf), 0600, created on first start
+//
+// A file appears under blobs/<alg>/ only by rename after its content was
+// hashed, compared with its name and fsynced, so a blob in the tree is
+// always complete and verified.
+package mesh

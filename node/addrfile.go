@@ -1,0 +1,59 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Addrs is the content of the addr file: where a running node can be
+// reached. Harnesses, compose files and scripts read it instead of guessing
+// ports.
+type Addrs struct {
+	HTTP   string   `json:"http"`
+	P2P    []string `json:"p2p"`
+	PeerID string   `json:"peer_id"`
+}
+
+// writeAddrFile writes a atomically: a reader sees either no file or the
+// whole of it.
+func writeAddrFile(path string, a Addrs) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".addr-*")
+	if err != nil {
+		return fmt.Errorf("addr file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("addr file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("addr file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("addr file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("addr file: %w", err)
+	}
+	return nil
+}
+
+// ReadAddrFile reads an addr file written by a node.
+func ReadAddrFile(path string) (Addrs, error) {
+	var a Addrs
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("addr file %s: %w", path, err)
+	}
+	return a, nil
+}

@@ -1,0 +1,95 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/multiformats/go-multiaddr"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is everything a node is started with. Precedence, applied by
+// cmd/hubmesh: Default() < config file < HUBMESH_* environment < flags.
+type Config struct {
+	// DataDir holds all state of the node: consensus/, blobs/, uploads/, p2p/.
+	DataDir string `yaml:"data_dir"`
+	// HTTPAddr is the listen address of the registry API (host:port, port 0
+	// picks a free port).
+	HTTPAddr string `yaml:"http_addr"`
+	// P2PAddrs are the libp2p listen multiaddrs (TCP and QUIC).
+	P2PAddrs []string `yaml:"p2p_addrs"`
+	// AddrFile, when set, receives {"http","p2p","peer_id"} once the node
+	// serves, written atomically.
+	AddrFile string `yaml:"addr_file"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text, json or auto (text on a terminal, else json).
+	LogFormat string `yaml:"log_format"`
+}
+
+// Default returns the embedded defaults: data in ./data, HTTP on :5000,
+// libp2p on port 4001 over TCP and QUIC.
+func Default() Config {
+	return Config{
+		DataDir:   "./data",
+		HTTPAddr:  ":5000",
+		P2PAddrs:  []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		LogLevel:  "info",
+		LogFormat: "auto",
+	}
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.DataDir) == "" {
+		errs = append(errs, errors.New("data-dir: must not be empty"))
+	}
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http-addr %q: want host:port", c.HTTPAddr))
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		errs = append(errs, fmt.Errorf("http-addr %q: bad port", c.HTTPAddr))
+	}
+	if len(c.P2PAddrs) == 0 {
+		errs = append(errs, errors.New("p2p-addr: at least one multiaddr is needed"))
+	}
+	for _, a := range c.P2PAddrs {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("p2p-addr %q: not a multiaddr: %v", a, err))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log-format %q: want auto, text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadFile decodes the YAML file at path onto c. Unknown keys are an error,
+// so a misspelt setting is never silently ignored.
+func (c *Config) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file changes nothing
+		}
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}

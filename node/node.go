@@ -1,0 +1,256 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hubmesh/hubmesh/consensus"
+	"github.com/hubmesh/hubmesh/mesh"
+	"github.com/hubmesh/hubmesh/registryapi"
+)
+
+// Data directory layout:
+//
+//	<data-dir>/
+//	  consensus/   raft log and stable store, FSM state, snapshots (consensus)
+//	  blobs/       content-addressed blob store (mesh)
+//	  uploads/     upload sessions in progress; wiped at start (mesh)
+//	  p2p/         libp2p identity key (mesh)
+const (
+	dirConsensus = "consensus"
+	dirBlobs     = "blobs"
+	dirUploads   = "uploads"
+)
+
+// shutdownTimeout bounds how long a graceful stop waits for requests in
+// flight before closing their connections.
+const shutdownTimeout = 10 * time.Second
+
+// Node is one running hubmesh node.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	ln      net.Listener
+	srv     *http.Server
+	host    *mesh.Host
+	store   *mesh.Store
+	uploads *mesh.Uploads
+	meta    *consensus.Node
+
+	ready     atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	closers   []func() error // in opening order; Close runs them backwards
+}
+
+// New opens every part of a node: it checks the data directory, binds the
+// HTTP listener, starts the libp2p host, opens the blob store and the Raft
+// node (bootstrapping a one-voter cluster on first start), and builds the
+// API. Nothing is served until Run. On error, whatever was opened is closed.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n = &Node{cfg: cfg, log: logger}
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+			n = nil
+		}
+	}()
+
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	n.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http-addr: %w", err)
+	}
+	n.closers = append(n.closers, func() error {
+		if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+
+	n.host, err = mesh.NewHost(ctx, mesh.HostConfig{
+		DataDir:     cfg.DataDir,
+		ListenAddrs: cfg.P2PAddrs,
+		Logger:      logger.With("component", "mesh"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("p2p: %w", err)
+	}
+	n.closers = append(n.closers, n.host.Close)
+
+	n.store, err = mesh.OpenStore(filepath.Join(cfg.DataDir, dirBlobs), logger.With("component", "blobs"))
+	if err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	n.uploads, err = mesh.NewUploads(filepath.Join(cfg.DataDir, dirUploads), n.store, logger.With("component", "uploads"))
+	if err != nil {
+		return nil, fmt.Errorf("uploads: %w", err)
+	}
+
+	n.meta, err = consensus.Open(ctx, consensus.Config{
+		Dir:         filepath.Join(cfg.DataDir, dirConsensus),
+		NodeID:      n.host.ID(),
+		Address:     n.host.ID(),
+		StreamLayer: n.host.StreamLayer(),
+		Logger:      logger.With("component", "consensus"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
+	n.closers = append(n.closers, n.meta.Close)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newNodeCollector(n.meta, n.store),
+	)
+	api, err := registryapi.New(registryapi.Config{
+		Manifests:  n.meta,
+		Listings:   n.meta,
+		Links:      n.meta,
+		Blobs:      n.store,
+		Uploads:    uploadsAdapter{n.uploads},
+		Logger:     logger.With("component", "api"),
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", api)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", n.serveHealthz)
+	mux.HandleFunc("GET /readyz", n.serveReadyz)
+	n.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	return n, nil
+}
+
+// checkDataDir creates dir if needed and proves it is writable, so that a
+// bad data directory fails at start with one clear line.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("data-dir %s is not writable: %w", dir, errors.Unwrap(err))
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// Run serves until ctx ends or a service fails, then stops serving
+// gracefully. The addr file is written once the node has a leader and
+// answers requests. Call Close afterwards.
+func (n *Node) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := n.srv.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return n.uploads.Run(gctx) })
+	g.Go(func() error {
+		if err := n.meta.WaitLeader(gctx); err != nil {
+			if gctx.Err() != nil {
+				return n.shutdown()
+			}
+			return err
+		}
+		n.ready.Store(true)
+		addrs := n.Addrs()
+		if n.cfg.AddrFile != "" {
+			if err := writeAddrFile(n.cfg.AddrFile, addrs); err != nil {
+				return err
+			}
+		}
+		n.log.Info("serving", "http", addrs.HTTP, "p2p", addrs.P2P, "peer_id", addrs.PeerID)
+		<-gctx.Done()
+		return n.shutdown()
+	})
+	err := g.Wait()
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func (n *Node) shutdown() error {
+	n.ready.Store(false)
+	n.log.Info("stopping")
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); err != nil {
+		n.log.Warn("graceful stop cut short", "err", err)
+		return n.srv.Close()
+	}
+	return nil
+}
+
+// Addrs reports where the node listens.
+func (n *Node) Addrs() Addrs {
+	return Addrs{HTTP: n.ln.Addr().String(), P2P: n.host.Addrs(), PeerID: n.host.ID()}
+}
+
+// Close releases everything New opened. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		for i := len(n.closers) - 1; i >= 0; i-- {
+			errs = append(errs, n.closers[i]())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func (n *Node) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+func (n *Node) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	st := n.meta.Stats()
+	ready := n.ready.Load() && st.LeaderID != ""
+	w.Header().Set("Content-Type", "application/json")
+	body := map[string]any{"ready": ready, "raft_state": st.State, "leader": st.LeaderID}
+	if !ready {
+		body["reason"] = "no raft leader"
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
