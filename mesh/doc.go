@@ -13,7 +13,7 @@
 //	<data-dir>/
 //	├── blobs/                  Store (OpenStore(<data-dir>/blobs))
 //	│   ├── sha256/
-//	│   │   ├── 00/ … ff/       256 prefix directories, created at open
+//	│   │   ├── 00/ … ff/       prefix directories, created on first use
 //	│   │   │   └── <hex>       one verified blob, named by its full hex digest
 //	│   ├── sha512/             same shape for sha512 digests
 //	│   └── tmp/                temp files of Put in progress; wiped at open

@@ -1,0 +1,297 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubmesh/hubmesh"
+)
+
+// DefaultListenAddrs are the multiaddrs a host listens on when
+// HostConfig.ListenAddrs is empty: TCP and QUIC on port 4001.
+var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+
+// identityFile is the path of the host key below HostConfig.DataDir.
+const identityFile = "p2p/identity.key"
+
+// HostConfig configures NewHost.
+type HostConfig struct {
+	// DataDir is the node's data directory. The host's identity key lives
+	// at DataDir/p2p/identity.key; it is created (0600) on first start, so
+	// the peer ID stays the same across restarts.
+	DataDir string
+	// ListenAddrs are the multiaddrs to listen on (port 0 picks a free
+	// port). Empty means DefaultListenAddrs. Every address must be
+	// listened on, or NewHost fails naming the one that could not.
+	ListenAddrs []string
+	// Gater decides which peers may connect. Nil admits every peer that
+	// completes the encrypted handshake; the member-only gater is plugged
+	// in here.
+	Gater connmgr.ConnectionGater
+	// Registerer receives libp2p's own metrics. Nil disables them.
+	Registerer prometheus.Registerer
+	// Logger receives the host's logs. Required.
+	Logger *slog.Logger
+}
+
+// Host is the node's libp2p host: QUIC and TCP transports, Noise and TLS
+// security, yamux multiplexing; no relay, no NAT port mapping, no mDNS.
+type Host struct {
+	h      host.Host
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	raft *streamLayer // the layer receiving inbound Raft streams, if any
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewHost loads or creates the identity key and starts a host listening on
+// cfg.ListenAddrs.
+func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
+	if cfg.Logger == nil {
+		return nil, fmt.Errorf("new p2p host: nil logger: %w", hubmesh.ErrInvalid)
+	}
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("new p2p host: empty data dir: %w", hubmesh.ErrInvalid)
+	}
+	listen := cfg.ListenAddrs
+	if len(listen) == 0 {
+		listen = DefaultListenAddrs
+	}
+	laddrs := make([]ma.Multiaddr, 0, len(listen))
+	for _, s := range listen {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("new p2p host: listen address %q: %v: %w", s, err, hubmesh.ErrInvalid)
+		}
+		laddrs = append(laddrs, a)
+	}
+	key, err := loadOrCreateIdentity(filepath.Join(cfg.DataDir, identityFile))
+	if err != nil {
+		return nil, fmt.Errorf("new p2p host: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.NoListenAddrs, // listened on one by one below, to report failures per address
+		// SO_REUSEPORT off for TCP: two processes must not share a listen
+		// port silently; a port in use is an error. (QUIC's "reuse" means
+		// dialing from the listen socket; its UDP sockets are exclusive.)
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.DisableRelay(),
+	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("new p2p host: %w", err)
+	}
+	for _, a := range laddrs {
+		if err := h.Network().Listen(a); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("p2p listen on %s: %w", a, err)
+		}
+	}
+	hh := &Host{h: h, logger: cfg.Logger}
+	cfg.Logger.Info("p2p host listening", "peer_id", hh.ID(), "addrs", hh.Addrs())
+	return hh, nil
+}
+
+// loadOrCreateIdentity reads the private key at path, or creates an
+// Ed25519 key there (0600, written atomically) when there is none.
+func loadOrCreateIdentity(path string) (crypto.PrivKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := crypto.UnmarshalPrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("identity key %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("identity key: %w", err)
+	}
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate identity key: %w", err)
+	}
+	b, err = crypto.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, fmt.Errorf("encode identity key: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("identity key: %w", err)
+	}
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("identity key: %w", err)
+	}
+	return k, nil
+}
+
+// writeFileAtomic writes data to path through a fsynced temp file and a
+// rename, then fsyncs the directory.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	return syncDir(dir)
+}
+
+// ID returns the host's peer ID.
+func (h *Host) ID() string { return h.h.ID().String() }
+
+// Addrs returns the multiaddrs peers can dial this host at, each ending in
+// /p2p/<peer id>, with the real ports when port 0 was asked for. An
+// unspecified listen IP (0.0.0.0) is expanded to the addresses of the
+// machine's interfaces.
+func (h *Host) Addrs() []string {
+	addrs, err := h.h.Network().InterfaceListenAddresses()
+	if err != nil {
+		h.logger.Warn("list interface addresses", "err", err)
+		addrs = h.h.Network().ListenAddresses()
+	}
+	p2p, err := ma.NewComponent("p2p", h.ID())
+	if err != nil { // cannot happen for a valid peer ID
+		h.logger.Error("p2p multiaddr component", "err", err)
+		return nil
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.Encapsulate(p2p).String())
+	}
+	return out
+}
+
+// AddAddrs records the multiaddrs of peers (each ending in /p2p/<peer
+// id>) so that the host can dial them by peer ID, and returns the peer IDs
+// in the order they first appear. An address without a peer ID, or one
+// that does not parse, fails with an error wrapping hubmesh.ErrInvalid and
+// records nothing.
+func (h *Host) AddAddrs(addrs ...string) ([]string, error) {
+	mas := make([]ma.Multiaddr, 0, len(addrs))
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("peer address %q: %v: %w", s, err, hubmesh.ErrInvalid)
+		}
+		if _, id := peer.SplitAddr(a); id == "" {
+			return nil, fmt.Errorf("peer address %q: no /p2p/<peer id>: %w", s, hubmesh.ErrInvalid)
+		}
+		mas = append(mas, a)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("peer addresses: %v: %w", err, hubmesh.ErrInvalid)
+	}
+	ids := make([]string, 0, len(infos))
+	for _, info := range infos {
+		if info.ID == h.h.ID() {
+			continue
+		}
+		h.h.Peerstore().AddAddrs(info.ID, info.Addrs, peerstore.PermanentAddrTTL)
+		ids = append(ids, info.ID.String())
+	}
+	return ids, nil
+}
+
+// Connect dials peerID (whose addresses must have been added) unless a
+// connection exists already.
+func (h *Host) Connect(ctx context.Context, peerID string) error {
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		return fmt.Errorf("peer id %q: %v: %w", peerID, err, hubmesh.ErrInvalid)
+	}
+	if err := h.h.Connect(ctx, peer.AddrInfo{ID: id}); err != nil {
+		return fmt.Errorf("connect to %s: %v: %w", peerID, err, hubmesh.ErrUnavailable)
+	}
+	return nil
+}
+
+// StreamLayer returns a Raft stream layer over this host on protocol
+// RaftProtocol. Each call registers the protocol handler anew; inbound
+// streams go to the layer returned last.
+func (h *Host) StreamLayer() raft.StreamLayer {
+	l := newStreamLayer(h.h, h.logger, h.dropStreamLayer)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.raft = l
+	h.h.SetStreamHandler(RaftProtocol, l.handle)
+	return l
+}
+
+// dropStreamLayer unregisters the Raft protocol handler if l is the
+// current stream layer.
+func (h *Host) dropStreamLayer(l *streamLayer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.raft == l {
+		h.raft = nil
+		h.h.RemoveStreamHandler(RaftProtocol)
+	}
+}
+
+// Close stops listening and closes every connection.
+func (h *Host) Close() error {
+	h.closeOnce.Do(func() { h.closeErr = h.h.Close() })
+	return h.closeErr
+}
