@@ -63,18 +63,17 @@ type Node struct {
 // HTTP listener, starts the libp2p host, opens the blob store and the Raft
 // node (bootstrapping a one-voter cluster on first start), and builds the
 // API. Nothing is served until Run. On error, whatever was opened is closed.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err error) {
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{cfg: cfg, log: logger}
+	n := &Node{cfg: cfg, log: logger}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
-			n = nil
 		}
 	}()
 
@@ -160,7 +159,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (n *Node, err err
 // bad data directory fails at start with one clear line.
 func checkDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("data-dir: %w", err)
+		return fmt.Errorf("data-dir %s: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".write-check-*")
 	if err != nil {

@@ -56,12 +56,14 @@ func newRootCmd() *cobra.Command {
 		return usageError{err}
 	})
 	root.AddCommand(newServeCmd(), newVersionCmd(), newHealthcheckCmd())
-	// Unknown subcommands and wrong argument counts are usage errors too.
-	root.Args = func(cmd *cobra.Command, args []string) error {
+	// Cobra only checks the root's arguments when it has a RunE: without
+	// one, an unknown command would print help and exit 0.
+	root.Args = cobra.ArbitraryArgs
+	root.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) > 0 {
 			return usageError{fmt.Errorf("unknown command %q; see 'hubmesh --help'", args[0])}
 		}
-		return nil
+		return cmd.Help()
 	}
 	return root
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/hubmesh/hubmesh/mesh"
 	"github.com/hubmesh/hubmesh/node"
 )
 
@@ -128,6 +129,7 @@ func oneLine(err error) error {
 
 func serve(cmd *cobra.Command, cfg node.Config) error {
 	logger := newLogger(cfg)
+	mesh.SetLibp2pLogger(logger.With("component", "libp2p"))
 	ctx := cmd.Context()
 	n, err := node.New(ctx, cfg, logger)
 	if err != nil {

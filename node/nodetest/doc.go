@@ -1,0 +1,11 @@
+// Package nodetest runs the real hubmesh binary in tests: it builds the
+// binary once per test binary, starts `hubmesh serve` on loopback with port 0,
+// learns the addresses from the addr file, streams the process output to
+// t.Log, and kills, stops and restarts it. It also finds the client tools the
+// end-to-end tests drive (crane, regctl, oras, skopeo, the OCI conformance
+// suite, docker) and decides whether a missing one skips or fails the test.
+//
+// nodetest talks to the node only through its process, its addr file and
+// HTTP, so it does not import node or any package below it: a test binary
+// using it does not link libp2p, raft or pebble.
+package nodetest
