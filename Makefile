@@ -45,5 +45,11 @@ fuzz:
 image: build
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
+# Side by side with CNCF distribution v3.1.2 (docs/benchmarks.md, which it
+# rewrites); run on a quiet machine. More flags: make bench BENCHFLAGS='-rounds 9'.
+bench: build
+	bash bench/install-distribution.sh
+	$(GO) run ./bench/registrybench -hubmesh $(BIN) -distribution $(TOOLS_BIN)/registry -out docs/benchmarks.md $(BENCHFLAGS)
+
 clean:
 	rm -rf bin

@@ -312,11 +312,16 @@ func (s *Store) Size() (files int64, bytes int64) {
 // copyHashed copies r to w and h through a pooled buffer, in chunks as
 // large as the buffer, and returns the number of bytes copied. It checks
 // ctx between chunks.
+// writebackEvery is how many bytes copyHashed writes to a file before it
+// asks the kernel to start writing them back.
+const writebackEvery = 8 << 20
+
 func copyHashed(ctx context.Context, w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	var n int64
+	var n, unsynced int64
+	f, _ := w.(*os.File)
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
@@ -328,6 +333,10 @@ func copyHashed(ctx context.Context, w io.Writer, h hash.Hash, r io.Reader) (int
 			}
 			h.Write(buf[:m])
 			n += int64(m)
+			if unsynced += int64(m); f != nil && unsynced >= writebackEvery {
+				startWriteback(f)
+				unsynced = 0
+			}
 		}
 		if rerr == io.EOF {
 			return n, nil
