@@ -1,0 +1,74 @@
+package consensus
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/hubmesh/hubmesh"
+)
+
+// TestTypeNumbers pins the log format: a type's number never changes.
+func TestTypeNumbers(t *testing.T) {
+	want := map[Type]uint16{
+		TypePutManifest: 1, TypeDeleteManifest: 2, TypeDeleteTag: 3,
+		TypeLinkBlobs: 4, TypeMountBlob: 5, TypeUnlinkBlob: 6,
+	}
+	for typ, n := range want {
+		if uint16(typ) != n {
+			t.Errorf("%v = %d, want %d", typ, uint16(typ), n)
+		}
+	}
+	if len(newCommand) != len(want) {
+		t.Errorf("%d decodable types, %d pinned here: pin the new one", len(newCommand), len(want))
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	m := imageManifest("alice/app", "v1", blobDesc("layer"))
+	m.Subject = blobDesc("subject").Digest
+	m.Annotations = map[string]string{"a": "b"}
+	for _, c := range []Command{
+		&PutManifest{Manifest: *m, Tags: []string{"1.0", "latest"}},
+		&DeleteManifest{Repo: "alice/app", Digest: m.Digest},
+		&DeleteTag{Repo: "alice/app", Tag: "1.0"},
+		&LinkBlobs{Repo: "alice/app", Blobs: []hubmesh.Descriptor{blobDesc("a"), blobDesc("b")}, Node: "n1"},
+		&MountBlob{Repo: "bob/app", From: "alice/app", Digest: m.Digest, Node: "n1"},
+		&MountBlob{Repo: "bob/app", Digest: m.Digest},
+		&UnlinkBlob{Repo: "alice/app", Digest: m.Digest},
+	} {
+		b, err := Encode(c)
+		if err != nil {
+			t.Fatalf("encode %v: %v", c.Type(), err)
+		}
+		if b[0] != envelopeVersion || Type(uint16(b[1])<<8|uint16(b[2])) != c.Type() {
+			t.Fatalf("envelope header % x for %v", b[:3], c.Type())
+		}
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatalf("decode %v: %v", c.Type(), err)
+		}
+		if !reflect.DeepEqual(got, c) {
+			t.Fatalf("round trip of %v:\n got %#v\nwant %#v", c.Type(), got, c)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid, _ := Encode(&DeleteTag{Repo: "a", Tag: "b"})
+	for name, b := range map[string][]byte{
+		"empty":           nil,
+		"header only":     valid[:2],
+		"version 0":       append([]byte{0}, valid[1:]...),
+		"version 2":       append([]byte{2}, valid[1:]...),
+		"type 0":          append([]byte{envelopeVersion, 0, 0}, valid[3:]...),
+		"type 999":        append([]byte{envelopeVersion, 0x03, 0xe7}, valid[3:]...),
+		"no payload":      valid[:3],
+		"trailing data":   append(append([]byte(nil), valid...), "x"...),
+		"wrong JSON type": append(append([]byte(nil), valid[:3]...), `{"repo":1}`...),
+	} {
+		if _, err := Decode(b); !errors.Is(err, hubmesh.ErrInvalid) {
+			t.Errorf("%s: Decode error %v, want ErrInvalid", name, err)
+		}
+	}
+}

@@ -1,0 +1,17 @@
+// Package consensus is the metadata plane of a hubmesh node: a Raft group
+// (hashicorp/raft) whose log, stable store and state machine live in pebble.
+//
+// It owns the replicated registry metadata — repositories, tags, manifests,
+// the referrers index, blob records and repository-blob links — together
+// with the command envelope that changes it (command.go), the FSM that
+// applies commands (fsm.go), the key layout of the FSM state (keys.go),
+// snapshots (snapshot.go) and the pebble LogStore/StableStore (logstore.go).
+//
+// A single node is a one-voter cluster bootstrapped on first start; there
+// is no separate standalone mode. Reads are served from the local FSM;
+// writes are Raft commands proposed through Node.Apply.
+//
+// The package must not import registryapi, mesh or node, and it keeps raft
+// and pebble types out of its API except raft.StreamLayer in Config, which
+// the mesh provides through node.
+package consensus
