@@ -66,7 +66,20 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off || !a.enabled(level) {
 		return
 	}
-	a.l.Log(context.Background(), toSlogLevel(level), msg, args...)
+	a.l.Log(context.Background(), toSlogLevel(level), msg, expandFmt(args)...)
+}
+
+// expandFmt renders hclog.Fmt values (raft logs configurations with them),
+// which slog would otherwise print as a raw slice.
+func expandFmt(args []any) []any {
+	for i, v := range args {
+		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				args[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	return args
 }
 
 // Trace implements hclog.Logger.
