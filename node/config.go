@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"io"
 	"os"
 	"strings"
@@ -25,6 +26,17 @@ type Config struct {
 	// AddrFile, when set, receives {"http","p2p","peer_id"} once the node
 	// serves, written atomically.
 	AddrFile string `yaml:"addr_file"`
+	// Join is the URL of any member of an existing cluster. A node with no
+	// state joins through it (with JoinToken) instead of bootstrapping a
+	// cluster of its own. A node that has state ignores both.
+	Join string `yaml:"join"`
+	// JoinToken is a token from `hubmesh cluster join-token`.
+	JoinToken string `yaml:"join_token"`
+	// Role is voter (default) or mirror, which joins as a Raft non-voter.
+	Role string `yaml:"role"`
+	// Replicas is the replication factor R: a push is acknowledged once
+	// every blob it references is on min(R, voters) nodes.
+	Replicas int `yaml:"replicas"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, json or auto (text on a terminal, else json).
@@ -38,6 +50,8 @@ func Default() Config {
 		DataDir:   "./data",
 		HTTPAddr:  ":5000",
 		P2PAddrs:  []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		Role:      "voter",
+		Replicas:  2,
 		LogLevel:  "info",
 		LogFormat: "auto",
 	}
@@ -60,6 +74,22 @@ func (c Config) Validate() error {
 	for _, a := range c.P2PAddrs {
 		if _, err := multiaddr.NewMultiaddr(a); err != nil {
 			errs = append(errs, fmt.Errorf("p2p-addr %q: not a multiaddr: %v", a, err))
+		}
+	}
+	switch c.Role {
+	case "voter", "mirror":
+	default:
+		errs = append(errs, fmt.Errorf("role %q: want voter or mirror", c.Role))
+	}
+	if c.Replicas < 1 {
+		errs = append(errs, fmt.Errorf("replicas %d: want at least 1", c.Replicas))
+	}
+	if c.Join != "" {
+		if u, err := url.Parse(c.Join); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			errs = append(errs, fmt.Errorf("join %q: want the URL of a member, such as http://node1:5000", c.Join))
+		}
+		if c.JoinToken == "" {
+			errs = append(errs, errors.New("join-token: needed with --join (hubmesh cluster join-token prints one)"))
 		}
 	}
 	switch c.LogLevel {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
 	"github.com/hubmesh/hubmesh"
@@ -167,6 +168,12 @@ const retryAfterSeconds = "1"
 // error response. A 5xx logs its cause once and tells the client nothing
 // about internals.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, route string, err error) {
+	writeError(h.log, w, r, route, err)
+}
+
+// writeError writes err as an error response and logs the cause of a 5xx
+// once. Every handler of this package ends here.
+func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, route string, err error) {
 	ae := toAPIError(err)
 	row := errorTable[ae.code]
 	msg := ae.message
@@ -177,11 +184,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, route strin
 		msg = row.message
 		switch {
 		case r.Context().Err() != nil:
-			h.log.Debug("request ended by client", "method", r.Method, "route", route, "err", err)
+			log.Debug("request ended by client", "method", r.Method, "route", route, "err", err)
 		case row.status == http.StatusServiceUnavailable:
-			h.log.Warn("request refused, retry later", "method", r.Method, "route", route, "err", err)
+			log.Warn("request refused, retry later", "method", r.Method, "route", route, "err", err)
 		default:
-			h.log.Error("request failed", "method", r.Method, "route", route, "status", row.status, "err", err)
+			log.Error("request failed", "method", r.Method, "route", route, "status", row.status, "err", err)
 		}
 	}
 	hdr := w.Header()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,25 @@ var serveSettings = []setting{
 	{"addr-file", `write {"http","p2p","peer_id"} here once serving`,
 		func(c *node.Config) string { return c.AddrFile },
 		func(c *node.Config, v string) error { c.AddrFile = v; return nil }},
+	{"join", "URL of any member of the cluster to join (first start only)",
+		func(c *node.Config) string { return c.Join },
+		func(c *node.Config, v string) error { c.Join = v; return nil }},
+	{"join-token", "token from `hubmesh cluster join-token`",
+		func(c *node.Config) string { return c.JoinToken },
+		func(c *node.Config, v string) error { c.JoinToken = v; return nil }},
+	{"role", "voter, or mirror (a Raft non-voter that never holds up quorum)",
+		func(c *node.Config) string { return c.Role },
+		func(c *node.Config, v string) error { c.Role = v; return nil }},
+	{"replicas", "replication factor R: a push is acknowledged once its blobs are on min(R, voters) nodes",
+		func(c *node.Config) string { return strconv.Itoa(c.Replicas) },
+		func(c *node.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			c.Replicas = n
+			return nil
+		}},
 	{"log-level", "debug, info, warn or error",
 		func(c *node.Config) string { return c.LogLevel },
 		func(c *node.Config, v string) error { c.LogLevel = v; return nil }},

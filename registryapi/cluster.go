@@ -1,0 +1,213 @@
+package registryapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// ClusterMember is one node of the cluster as the cluster API shows it.
+type ClusterMember struct {
+	ID     string   `json:"id"`
+	Role   string   `json:"role"` // voter or nonvoter
+	Leader bool     `json:"leader"`
+	HTTP   string   `json:"http"`
+	P2P    []string `json:"p2p,omitempty"`
+	// State is alive, unreachable, or joining (in the member list but not
+	// yet in the Raft configuration).
+	State string `json:"state"`
+}
+
+// RaftStatus is the Raft view of the node that answers.
+type RaftStatus struct {
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// BlobStatus counts what the answering node holds locally.
+type BlobStatus struct {
+	Count int64 `json:"count"`
+	Bytes int64 `json:"bytes"`
+}
+
+// ClusterStatus is what `hubmesh cluster status` shows.
+type ClusterStatus struct {
+	ClusterID string          `json:"cluster_id"`
+	ID        string          `json:"id"`
+	Leader    string          `json:"leader"`
+	Healthy   bool            `json:"healthy"`
+	Raft      RaftStatus      `json:"raft"`
+	Blobs     BlobStatus      `json:"blobs"`
+	Members   []ClusterMember `json:"members"`
+}
+
+// JoinToken is a signed, expiring invitation to join one cluster.
+type JoinToken struct {
+	Token     string    `json:"token"`
+	Role      string    `json:"role"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// JoinRequest is what a joining node sends to any member.
+type JoinRequest struct {
+	Token  string        `json:"token"`
+	Member ClusterMember `json:"member"`
+}
+
+// JoinResponse tells a new member who is in the cluster.
+type JoinResponse struct {
+	ClusterID string          `json:"cluster_id"`
+	Members   []ClusterMember `json:"members"`
+}
+
+// Cluster is the membership of the mesh, as the cluster API consumes it.
+// The node package implements it.
+type Cluster interface {
+	Status(ctx context.Context) (ClusterStatus, error)
+	// CreateJoinToken signs a token for role (voter or mirror) valid for ttl.
+	CreateJoinToken(ctx context.Context, role string, ttl time.Duration) (JoinToken, error)
+	// Join checks req.Token and adds req.Member to the cluster. A bad token
+	// fails with an error wrapping hubmesh.ErrDenied that says why.
+	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
+	// Leave takes the answering node out of the cluster.
+	Leave(ctx context.Context) error
+	// RemoveMember takes another node out of the cluster.
+	RemoveMember(ctx context.Context, id string) error
+}
+
+// maxClusterBody bounds the JSON bodies of the cluster API.
+const maxClusterBody = 64 << 10
+
+// maxJoinTokenTTL bounds how long a join token may stay valid.
+const maxJoinTokenTTL = 30 * 24 * time.Hour
+
+// ClusterHandler serves /api/v1/cluster/.
+type ClusterHandler struct {
+	cluster Cluster
+	log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+// NewClusterHandler builds the cluster API over c.
+func NewClusterHandler(c Cluster, logger *slog.Logger) (*ClusterHandler, error) {
+	if c == nil || logger == nil {
+		return nil, errors.New("registryapi: NewClusterHandler needs a Cluster and a Logger")
+	}
+	h := &ClusterHandler{cluster: c, log: logger, mux: http.NewServeMux()}
+	h.handle("GET /api/v1/cluster/status", h.status)
+	h.handle("POST /api/v1/cluster/join-tokens", h.joinToken)
+	h.handle("POST /api/v1/cluster/join", h.join)
+	h.handle("POST /api/v1/cluster/leave", h.leave)
+	h.handle("DELETE /api/v1/cluster/members/{id}", h.remove)
+	h.mux.HandleFunc("/api/v1/cluster/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(h.log, w, r, "/api/v1/cluster/", newError(codeNotFound, "no such API endpoint: %s %s", truncate(r.Method, 20), truncate(r.URL.Path, 200)))
+	})
+	return h, nil
+}
+
+func (h *ClusterHandler) handle(pattern string, fn func(http.ResponseWriter, *http.Request) error) {
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			writeError(h.log, w, r, pattern, err)
+		}
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (h *ClusterHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *ClusterHandler) status(w http.ResponseWriter, r *http.Request) error {
+	st, err := h.cluster.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeClusterJSON(w, http.StatusOK, st)
+}
+
+func (h *ClusterHandler) joinToken(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Role string `json:"role"`
+		TTL  string `json:"ttl"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Role == "" {
+		req.Role = "voter"
+	}
+	if req.Role != "voter" && req.Role != "mirror" {
+		return newError(codeBadRequest, "role %q: want voter or mirror", truncate(req.Role, 40))
+	}
+	ttl := 24 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > maxJoinTokenTTL {
+			return newError(codeBadRequest, "ttl %q: want a duration such as 1h, at most %s", truncate(req.TTL, 40), maxJoinTokenTTL)
+		}
+		ttl = d
+	}
+	tok, err := h.cluster.CreateJoinToken(r.Context(), req.Role, ttl)
+	if err != nil {
+		return err
+	}
+	return writeClusterJSON(w, http.StatusCreated, tok)
+}
+
+func (h *ClusterHandler) join(w http.ResponseWriter, r *http.Request) error {
+	var req JoinRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Token == "" || req.Member.ID == "" {
+		return newError(codeBadRequest, "a join request needs token and member.id")
+	}
+	resp, err := h.cluster.Join(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	return writeClusterJSON(w, http.StatusOK, resp)
+}
+
+func (h *ClusterHandler) leave(w http.ResponseWriter, r *http.Request) error {
+	if err := h.cluster.Leave(r.Context()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *ClusterHandler) remove(w http.ResponseWriter, r *http.Request) error {
+	if err := h.cluster.RemoveMember(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// readJSON decodes a bounded JSON body strictly; an empty body is {}.
+func readJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxClusterBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return newError(codeBadRequest, "request body: %v", err)
+	}
+	return nil
+}
+
+func writeClusterJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+	return nil
+}
