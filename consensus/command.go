@@ -26,6 +26,10 @@ const (
 	TypeLinkBlobs      Type = 4
 	TypeMountBlob      Type = 5
 	TypeUnlinkBlob     Type = 6
+	TypeInitCluster    Type = 7
+	TypeSetMember      Type = 8
+	TypeRemoveMember   Type = 9
+	TypeAddReplica     Type = 10
 )
 
 // envelopeVersion is the first byte of every encoded command. A node
@@ -50,6 +54,14 @@ func (t Type) String() string {
 		return "MountBlob"
 	case TypeUnlinkBlob:
 		return "UnlinkBlob"
+	case TypeInitCluster:
+		return "InitCluster"
+	case TypeSetMember:
+		return "SetMember"
+	case TypeRemoveMember:
+		return "RemoveMember"
+	case TypeAddReplica:
+		return "AddReplica"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -76,6 +88,10 @@ var newCommand = map[Type]func() Command{
 	TypeLinkBlobs:      func() Command { return new(LinkBlobs) },
 	TypeMountBlob:      func() Command { return new(MountBlob) },
 	TypeUnlinkBlob:     func() Command { return new(UnlinkBlob) },
+	TypeInitCluster:    func() Command { return new(InitCluster) },
+	TypeSetMember:      func() Command { return new(SetMember) },
+	TypeRemoveMember:   func() Command { return new(RemoveMember) },
+	TypeAddReplica:     func() Command { return new(AddReplica) },
 }
 
 // Encode returns the envelope of c: [version][type uint16 BE][JSON payload].

@@ -13,6 +13,7 @@ func TestTypeNumbers(t *testing.T) {
 	want := map[Type]uint16{
 		TypePutManifest: 1, TypeDeleteManifest: 2, TypeDeleteTag: 3,
 		TypeLinkBlobs: 4, TypeMountBlob: 5, TypeUnlinkBlob: 6,
+		TypeInitCluster: 7, TypeSetMember: 8, TypeRemoveMember: 9, TypeAddReplica: 10,
 	}
 	for typ, n := range want {
 		if uint16(typ) != n {
@@ -36,6 +37,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		&MountBlob{Repo: "bob/app", From: "alice/app", Digest: m.Digest, Node: "n1"},
 		&MountBlob{Repo: "bob/app", Digest: m.Digest},
 		&UnlinkBlob{Repo: "alice/app", Digest: m.Digest},
+		&InitCluster{Cluster: ClusterInfo{ID: "c1", TokenKey: make([]byte, TokenKeySize)}},
+		&SetMember{Member: Member{ID: "n1", HTTP: "http://n1:5000", P2P: []string{"/ip4/127.0.0.1/tcp/1"}, Role: RoleNonvoter}},
+		&RemoveMember{ID: "n1"},
+		&AddReplica{Digest: m.Digest, Size: 12, Node: "n1"},
 	} {
 		b, err := Encode(c)
 		if err != nil {
@@ -57,15 +62,19 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 func TestDecodeRejects(t *testing.T) {
 	valid, _ := Encode(&DeleteTag{Repo: "a", Tag: "b"})
 	for name, b := range map[string][]byte{
-		"empty":           nil,
-		"header only":     valid[:2],
-		"version 0":       append([]byte{0}, valid[1:]...),
-		"version 2":       append([]byte{2}, valid[1:]...),
-		"type 0":          append([]byte{envelopeVersion, 0, 0}, valid[3:]...),
-		"type 999":        append([]byte{envelopeVersion, 0x03, 0xe7}, valid[3:]...),
-		"no payload":      valid[:3],
-		"trailing data":   append(append([]byte(nil), valid...), "x"...),
-		"wrong JSON type": append(append([]byte(nil), valid[:3]...), `{"repo":1}`...),
+		"empty":                       nil,
+		"header only":                 valid[:2],
+		"version 0":                   append([]byte{0}, valid[1:]...),
+		"version 2":                   append([]byte{2}, valid[1:]...),
+		"type 0":                      append([]byte{envelopeVersion, 0, 0}, valid[3:]...),
+		"type 999":                    append([]byte{envelopeVersion, 0x03, 0xe7}, valid[3:]...),
+		"no payload":                  valid[:3],
+		"trailing data":               append(append([]byte(nil), valid...), "x"...),
+		"wrong JSON type":             append(append([]byte(nil), valid[:3]...), `{"repo":1}`...),
+		"init cluster key not base64": []byte("\x01\x00\x07" + `{"cluster":{"id":"c","token_key":"%%"}}`),
+		"set member p2p not a list":   []byte("\x01\x00\x08" + `{"member":{"id":"n","p2p":"x"}}`),
+		"remove member id not string": []byte("\x01\x00\x09" + `{"id":7}`),
+		"add replica size not number": []byte("\x01\x00\x0a" + `{"digest":"sha256:x","size":"big"}`),
 	} {
 		if _, err := Decode(b); !errors.Is(err, hubmesh.ErrInvalid) {
 			t.Errorf("%s: Decode error %v, want ErrInvalid", name, err)

@@ -8,8 +8,17 @@
 // snapshots (snapshot.go) and the pebble LogStore/StableStore (logstore.go).
 //
 // A single node is a one-voter cluster bootstrapped on first start; there
-// is no separate standalone mode. Reads are served from the local FSM;
-// writes are Raft commands proposed through Node.Apply.
+// is no separate standalone mode. Its first leader records the cluster
+// identity (InitCluster) and every node keeps its own member record
+// current (SetMember). Membership changes (AddMember, RemoveMember) are
+// Raft configuration changes plus member records (member.go, cluster.go).
+//
+// Reads are served from the local FSM; a follower that misses locally
+// waits for a read barrier and reads again. Writes are Raft commands
+// proposed through Node.Apply; a follower forwards them to the leader over
+// the consensus RPC (rpc.go), which the node carries over the mesh's RPC
+// and serves with Node.HandleRPC. Without a reachable leader, writes fail
+// within Config.ForwardTimeout with hubmesh.ErrUnavailable.
 //
 // The package must not import registryapi, mesh or node, and it keeps raft
 // and pebble types out of its API except raft.StreamLayer in Config, which

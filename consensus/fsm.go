@@ -45,6 +45,11 @@ type stateMachine struct {
 	// notify is closed (and replaced on demand) whenever applied advances.
 	notifyMu sync.Mutex
 	notify   chan struct{}
+	// membersNotify is closed (and replaced on demand) after a member
+	// record or the cluster identity changes; changes carries the same news
+	// to the one consumer of Node.Changes, coalesced.
+	membersNotify chan struct{}
+	changes       chan struct{}
 
 	// mu guards closed: pebble panics on use after Close, so every read
 	// holds mu for reading and Close takes it for writing.
@@ -65,7 +70,7 @@ func openStateMachine(dir string, logger *slog.Logger) (*stateMachine, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &stateMachine{db: db, logger: logger}
+	f := &stateMachine{db: db, logger: logger, changes: make(chan struct{}, 1)}
 	v, ok, err := getValue(db, keyApplied)
 	if err == nil && ok && len(v) != 8 {
 		err = fmt.Errorf("corrupt %s: %d bytes", keyApplied, len(v))
@@ -119,7 +124,35 @@ func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 		panic(fmt.Sprintf("consensus: fsm: commit up to entry %d: %v", last, err))
 	}
 	f.setApplied(last)
+	if tx.membersChanged {
+		f.signalMembers()
+	}
 	return out
+}
+
+// signalMembers wakes the waiters of membersChanged and signals Changes.
+func (f *stateMachine) signalMembers() {
+	f.notifyMu.Lock()
+	if f.membersNotify != nil {
+		close(f.membersNotify)
+		f.membersNotify = nil
+	}
+	f.notifyMu.Unlock()
+	select {
+	case f.changes <- struct{}{}:
+	default:
+	}
+}
+
+// membersChanged returns a channel that is closed after the next change
+// of a member record or of the cluster identity.
+func (f *stateMachine) membersChanged() <-chan struct{} {
+	f.notifyMu.Lock()
+	defer f.notifyMu.Unlock()
+	if f.membersNotify == nil {
+		f.membersNotify = make(chan struct{})
+	}
+	return f.membersNotify
 }
 
 // setApplied publishes a new applied index and wakes its waiters.
@@ -203,6 +236,9 @@ func getValue(r reader, k []byte) ([]byte, bool, error) {
 type txn struct {
 	b      *pebble.Batch
 	writes int
+	// membersChanged is set by commands that changed a member record or
+	// the cluster identity (they set it after writing, so never on failure).
+	membersChanged bool
 }
 
 // run validates and applies one command and returns its result or error.

@@ -14,6 +14,7 @@ import (
 //
 //	meta/
 //	├── applied                         uint64 BE: index of the last applied Raft entry
+//	├── cluster                         JSON ClusterInfo: cluster ID and join-token key (InitCluster)
 //	└── count/
 //	    ├── repositories                uint64 BE: number of repo/ keys
 //	    ├── manifests                   uint64 BE: number of manifest/ keys
@@ -26,6 +27,7 @@ import (
 //	                                    JSON hubmesh.Descriptor of the referrer
 //	blob/<digest>                       JSON blobRecord: size and replica node IDs
 //	link/<repo>\x00<digest>             JSON hubmesh.Descriptor: blob reachable in repo
+//	member/<node id>                    JSON Member: a node's addresses and role
 //
 // The Raft log and stable store live in a separate pebble database
 // (Dir/raft, see logstore.go); snapshots are files in Dir/snapshots.
@@ -34,6 +36,7 @@ var (
 	keyCountRepos     = []byte("meta/count/repositories")
 	keyCountManifests = []byte("meta/count/manifests")
 	keyCountBlobs     = []byte("meta/count/blobs")
+	keyCluster        = []byte("meta/cluster")
 
 	prefixRepo     = []byte("repo/")
 	prefixManifest = []byte("manifest/")
@@ -42,6 +45,7 @@ var (
 	prefixReferrer = []byte("referrer/")
 	prefixBlob     = []byte("blob/")
 	prefixLink     = []byte("link/")
+	prefixMember   = []byte("member/")
 )
 
 const sep = 0x00
@@ -87,6 +91,8 @@ func referrerKey(repo string, subject, referrer digest.Digest) []byte {
 func blobKey(d digest.Digest) []byte { return key(prefixBlob, d.String()) }
 
 func linkKey(repo string, d digest.Digest) []byte { return key(prefixLink, repo, d.String()) }
+
+func memberKey(id string) []byte { return key(prefixMember, id) }
 
 // prefixEnd returns the smallest key greater than every key that starts
 // with p, for use as an exclusive upper bound.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/hubmesh/hubmesh"
 )
@@ -62,6 +63,31 @@ type Config struct {
 	EnqueueTimeout time.Duration
 	// TransportTimeout bounds raft RPC I/O (default 10s).
 	TransportTimeout time.Duration
+
+	// RPC reaches the other nodes to forward writes and membership changes
+	// to the leader and to ask it for read barriers; the node serves the
+	// other side in HandleRPC. Nil turns forwarding off: a follower then
+	// fails writes with hubmesh.ErrNotLeader and reads only locally.
+	RPC RPCClient
+	// Self is this node's member record. Its ID defaults to (and must equal)
+	// NodeID and its Role defaults to RoleVoter. Whenever the replicated
+	// record of this node is missing or has other addresses, the node
+	// proposes Self (keeping the recorded role).
+	Self Member
+	// Local reports whether this node's content store holds a blob.
+	// MountBlob records this node as a replica of the mounted blob only when
+	// Local says so; nil means it never does (LinkBlob always does, since
+	// it links content just committed to this node's store). It must be
+	// safe for concurrent use.
+	Local func(digest.Digest) bool
+	// ForwardTimeout (default 3s) bounds how long a write, a membership
+	// change or a read barrier keeps retrying while no leader is known or
+	// the leader cannot be reached; then it fails with an error wrapping
+	// hubmesh.ErrUnavailable.
+	ForwardTimeout time.Duration
+	// ReadBarrierTimeout (default 2s) bounds the read barrier that a
+	// follower's read waits for after missing locally.
+	ReadBarrierTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +109,14 @@ func (c *Config) setDefaults() {
 	def(&c.SnapshotInterval, 2*time.Minute)
 	def(&c.EnqueueTimeout, 5*time.Second)
 	def(&c.TransportTimeout, 10*time.Second)
+	def(&c.ForwardTimeout, 3*time.Second)
+	def(&c.ReadBarrierTimeout, 2*time.Second)
+	if c.Self.ID == "" {
+		c.Self.ID = c.NodeID
+	}
+	if c.Self.Role == "" {
+		c.Self.Role = RoleVoter
+	}
 	if c.MaxAppendEntries == 0 {
 		c.MaxAppendEntries = 256
 	}
@@ -110,6 +144,11 @@ func (c *Config) validate() error {
 	} else if a := c.StreamLayer.Addr().String(); c.Address != a {
 		errs = append(errs, fmt.Errorf("Address %q differs from the stream layer's address %q", c.Address, a))
 	}
+	if c.Self.ID != c.NodeID {
+		errs = append(errs, fmt.Errorf("Self.ID %q differs from NodeID %q", c.Self.ID, c.NodeID))
+	} else if err := c.Self.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("Self: %w", err))
+	}
 	if c.MaxAppendEntries < 0 || c.MaxAppendEntries > 1024 {
 		errs = append(errs, fmt.Errorf("MaxAppendEntries %d outside 1..1024", c.MaxAppendEntries))
 	}
@@ -136,6 +175,10 @@ type Node struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+	// stop ends the background reconciliation (see run); done is closed
+	// when it has returned.
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // Open opens (or creates) the stores under cfg.Dir and starts Raft. A node
@@ -235,10 +278,14 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("consensus: start raft: %w", err)
 	}
-	return &Node{
+	runCtx, stop := context.WithCancel(context.Background())
+	n = &Node{
 		cfg: cfg, logger: cfg.Logger, raft: r, fsm: fsm, logs: logs,
 		trans: trans, stream: stream, closing: make(chan struct{}),
-	}, nil
+		stop: stop, done: make(chan struct{}),
+	}
+	go n.run(runCtx)
+	return n, nil
 }
 
 // Close shuts Raft down (closing the stream layer), then closes the
@@ -246,6 +293,8 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.closing)
+		n.stop()
+		<-n.done
 		errs := []error{n.raft.Shutdown().Error()} // also closes the transport
 		n.trans.CloseStreams()
 		n.stream.closeAccepted()
@@ -294,10 +343,15 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 
 // Apply proposes c and waits for it to be applied. It returns the result
 // of the command (see each command type) or the error the FSM rejected it
-// with. Raft's own timeout only bounds enqueueing; when ctx ends first, the
-// error wraps hubmesh.ErrUnavailable and the outcome is unknown: the command
-// may still be applied, so every command is safe to retry. On a follower
-// the error wraps hubmesh.ErrNotLeader.
+// with. On a follower the command is forwarded to the leader through
+// Config.RPC; while no leader is known or the leader cannot be reached,
+// Apply retries for up to Config.ForwardTimeout and then fails with an
+// error wrapping hubmesh.ErrUnavailable. Without Config.RPC a follower
+// fails at once with an error wrapping hubmesh.ErrNotLeader.
+//
+// Raft's own timeout only bounds enqueueing; when ctx ends first, the
+// error wraps hubmesh.ErrUnavailable and the outcome is unknown: the
+// command may still be applied, so every command is safe to retry.
 func (n *Node) Apply(ctx context.Context, c Command) (any, error) {
 	if c == nil {
 		return nil, fmt.Errorf("apply: %w: nil command", hubmesh.ErrInvalid)
@@ -312,14 +366,28 @@ func (n *Node) Apply(ctx context.Context, c Command) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("apply %v: %w: not proposed: %w", c.Type(), hubmesh.ErrUnavailable, context.Cause(ctx))
 	}
+	return onLeader(ctx, n, "apply "+c.Type().String(),
+		func(ctx context.Context) (any, error) { return n.applyLocal(ctx, c.Type(), data) },
+		func(ctx context.Context, leader string) (any, error) {
+			resp, err := n.call(ctx, leader, &rpcRequest{Kind: rpcApply, Command: data})
+			if err != nil {
+				return nil, err
+			}
+			return decodeResult(c.Type(), resp.Result)
+		})
+}
+
+// applyLocal proposes an encoded command of type t to this node's Raft,
+// which must be the leader, and waits for the outcome.
+func (n *Node) applyLocal(ctx context.Context, t Type, data []byte) (any, error) {
 	select {
 	case <-n.closing:
-		return nil, fmt.Errorf("apply %v: %w: node is closed", c.Type(), hubmesh.ErrUnavailable)
+		return nil, fmt.Errorf("apply %v: %w: node is closed", t, hubmesh.ErrUnavailable)
 	default:
 	}
 	f := n.raft.Apply(data, n.cfg.EnqueueTimeout)
 	if err := n.wait(ctx, f); err != nil {
-		return nil, fmt.Errorf("apply %v: %w", c.Type(), err)
+		return nil, fmt.Errorf("apply %v: %w", t, err)
 	}
 	if err, ok := f.Response().(error); ok {
 		return nil, err

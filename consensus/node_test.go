@@ -19,13 +19,49 @@ import (
 // tcpNet is a tiny raft.StreamLayer network over loopback TCP. As with the
 // libp2p stream layer, a node's Raft address is its name (not a host:port),
 // and a directory maps names to the listeners' current addresses, so a node
-// can restart on a new port under the same address.
+// can restart on a new port under the same address. A node can be cut off
+// (isolate): its connections close and dials from or to it fail until it
+// is let back.
 type tcpNet struct {
 	mu    sync.Mutex
 	addrs map[string]string
+	cut   map[string]bool
+	conns map[*netConn][2]string // dialled connections and their two ends
 }
 
-func newTCPNet() *tcpNet { return &tcpNet{addrs: map[string]string{}} }
+func newTCPNet() *tcpNet {
+	return &tcpNet{addrs: map[string]string{}, cut: map[string]bool{}, conns: map[*netConn][2]string{}}
+}
+
+// isolate cuts name off from every other node (on) or lets it back (off).
+func (n *tcpNet) isolate(name string, on bool) {
+	n.mu.Lock()
+	n.cut[name] = on
+	var doomed []*netConn
+	if on {
+		for c, ends := range n.conns {
+			if ends[0] == name || ends[1] == name {
+				doomed = append(doomed, c)
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, c := range doomed {
+		_ = c.Close()
+	}
+}
+
+type netConn struct {
+	net.Conn
+	dir *tcpNet
+}
+
+func (c *netConn) Close() error {
+	c.dir.mu.Lock()
+	delete(c.dir.conns, c)
+	c.dir.mu.Unlock()
+	return c.Conn.Close()
+}
 
 type nameAddr string
 
@@ -55,11 +91,27 @@ func (l *tcpLayer) Addr() net.Addr { return nameAddr(l.name) }
 func (l *tcpLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	l.dir.mu.Lock()
 	hp, ok := l.dir.addrs[string(address)]
+	cut := l.dir.cut[l.name] || l.dir.cut[string(address)]
 	l.dir.mu.Unlock()
 	if !ok {
 		return nil, errors.New("unknown address " + string(address))
 	}
-	return net.DialTimeout("tcp", hp, timeout)
+	if cut {
+		return nil, errors.New("partitioned: " + l.name + " -> " + string(address))
+	}
+	c, err := net.DialTimeout("tcp", hp, timeout)
+	if err != nil {
+		return nil, err
+	}
+	nc := &netConn{Conn: c, dir: l.dir}
+	l.dir.mu.Lock()
+	defer l.dir.mu.Unlock()
+	if l.dir.cut[l.name] || l.dir.cut[string(address)] {
+		_ = c.Close()
+		return nil, errors.New("partitioned: " + l.name + " -> " + string(address))
+	}
+	l.dir.conns[nc] = [2]string{l.name, string(address)}
+	return nc, nil
 }
 
 func testConfig(t testing.TB, dir string, layer *tcpLayer) Config {

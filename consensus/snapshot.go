@@ -160,6 +160,7 @@ func (f *stateMachine) Restore(rc io.ReadCloser) error {
 	}
 	_ = b.Close()
 	f.setApplied(applied)
+	f.signalMembers()
 	return nil
 }
 

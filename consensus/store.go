@@ -13,13 +13,18 @@ import (
 
 // The methods below have exactly the signatures of registryapi.Manifests,
 // registryapi.Listings and registryapi.BlobLinks. Reads are served from the
-// local FSM; writes are commands proposed through Apply.
+// local FSM; writes are commands proposed through Apply (and forwarded to
+// the leader from a follower). A follower that misses locally — an unknown
+// manifest, tag, repository, blob link or blob record, or no referrers —
+// waits for a read barrier (Config.ReadBarrierTimeout) and reads again, so
+// that a write acknowledged through another node is visible on the next
+// request; if the leader cannot be reached, the local answer stands.
 
 // GetManifest resolves ref (a tag, or a digest when it contains ':') in repo.
 // A missing manifest or tag is an error wrapping hubmesh.ErrManifestUnknown;
 // a malformed name, tag or digest wraps hubmesh.ErrInvalid.
 func (n *Node) GetManifest(ctx context.Context, repo, ref string) (*hubmesh.Manifest, error) {
-	return n.fsm.getManifest(repo, ref)
+	return readFresh(ctx, n, func() (*hubmesh.Manifest, error) { return n.fsm.getManifest(repo, ref) }, notFound)
 }
 
 func (f *stateMachine) getManifest(repo, ref string) (*hubmesh.Manifest, error) {
@@ -93,7 +98,9 @@ func (n *Node) DeleteTag(ctx context.Context, repo, tag string) error {
 // digest, keeping only those of artifactType when it is not empty. An
 // unknown repository or subject has no referrers.
 func (n *Node) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]hubmesh.Descriptor, error) {
-	return n.fsm.referrers(repo, d, artifactType)
+	return readFresh(ctx, n,
+		func() ([]hubmesh.Descriptor, error) { return n.fsm.referrers(repo, d, artifactType) },
+		func(ds []hubmesh.Descriptor, err error) bool { return err == nil && len(ds) == 0 })
 }
 
 func (f *stateMachine) referrers(repo string, d digest.Digest, artifactType string) ([]hubmesh.Descriptor, error) {
@@ -125,7 +132,7 @@ func (f *stateMachine) referrers(repo string, d digest.Digest, artifactType stri
 // Tags lists the tags of repo in lexical order, page p of them. An unknown
 // repository is an error wrapping hubmesh.ErrRepoUnknown.
 func (n *Node) Tags(ctx context.Context, repo string, p hubmesh.Page) ([]string, error) {
-	return n.fsm.tags(repo, p)
+	return readFresh(ctx, n, func() ([]string, error) { return n.fsm.tags(repo, p) }, notFound)
 }
 
 func (f *stateMachine) tags(repo string, p hubmesh.Page) ([]string, error) {
@@ -183,7 +190,7 @@ func (f *stateMachine) repositories(p hubmesh.Page) ([]string, error) {
 // StatBlob returns the descriptor of d if it is linked in repo, else an
 // error wrapping hubmesh.ErrBlobUnknown.
 func (n *Node) StatBlob(ctx context.Context, repo string, d digest.Digest) (hubmesh.Descriptor, error) {
-	return n.fsm.statBlob(repo, d)
+	return readFresh(ctx, n, func() (hubmesh.Descriptor, error) { return n.fsm.statBlob(repo, d) }, notFound)
 }
 
 func (f *stateMachine) statBlob(repo string, d digest.Digest) (hubmesh.Descriptor, error) {
@@ -223,11 +230,16 @@ func (n *Node) LinkBlobs(ctx context.Context, repo string, descs []hubmesh.Descr
 }
 
 // MountBlob links d into repo from repository from, or from any repository
-// holding it when from is empty, records this node as a replica, and
-// returns the linked descriptor. Nothing to mount is an error wrapping
-// hubmesh.ErrBlobUnknown.
+// holding it when from is empty, and returns the linked descriptor. It
+// records this node as a replica only when Config.Local reports that the
+// content is in this node's store: a mount moves no content. Nothing to
+// mount is an error wrapping hubmesh.ErrBlobUnknown.
 func (n *Node) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (hubmesh.Descriptor, error) {
-	res, err := n.Apply(ctx, &MountBlob{Repo: repo, From: from, Digest: d, Node: n.cfg.NodeID})
+	node := ""
+	if n.cfg.Local != nil && d.Validate() == nil && n.cfg.Local(d) {
+		node = n.cfg.NodeID
+	}
+	res, err := n.Apply(ctx, &MountBlob{Repo: repo, From: from, Digest: d, Node: node})
 	if err != nil {
 		return hubmesh.Descriptor{}, err
 	}
@@ -256,7 +268,14 @@ type BlobInfo struct {
 // Blob returns the record of d, or an error wrapping hubmesh.ErrBlobUnknown
 // when no node has recorded it.
 func (n *Node) Blob(ctx context.Context, d digest.Digest) (BlobInfo, error) {
-	return n.fsm.blob(d)
+	return readFresh(ctx, n, func() (BlobInfo, error) { return n.fsm.blob(d) }, notFound)
+}
+
+// AddReplica records this node, or another member, as holding the content
+// of the recorded blob d of the given size. See the AddReplica command.
+func (n *Node) AddReplica(ctx context.Context, d digest.Digest, size int64, node string) error {
+	_, err := n.Apply(ctx, &AddReplica{Digest: d, Size: size, Node: node})
+	return err
 }
 
 func (f *stateMachine) blob(d digest.Digest) (BlobInfo, error) {

@@ -10,10 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -46,10 +46,6 @@ type HostConfig struct {
 	// port). Empty means DefaultListenAddrs. Every address must be
 	// listened on, or NewHost fails naming the one that could not.
 	ListenAddrs []string
-	// Gater decides which peers may connect. Nil admits every peer that
-	// completes the encrypted handshake; the member-only gater is plugged
-	// in here.
-	Gater connmgr.ConnectionGater
 	// Registerer receives libp2p's own metrics. Nil disables them.
 	Registerer prometheus.Registerer
 	// Logger receives the host's logs. Required.
@@ -58,12 +54,24 @@ type HostConfig struct {
 
 // Host is the node's libp2p host: QUIC and TCP transports, Noise and TLS
 // security, yamux multiplexing; no relay, no NAT port mapping, no mDNS.
+// Its connection gater admits only cluster members (SetMembers) and
+// temporarily admitted peers (Admit), in both directions; a new host
+// admits nobody, which is all a single node needs.
 type Host struct {
 	h      host.Host
 	logger *slog.Logger
+	gater  *memberGater
 
-	mu   sync.Mutex
-	raft *streamLayer // the layer receiving inbound Raft streams, if any
+	// ctx is the parent of every RPC handler's context; Close cancels it
+	// and waits for wg (handlers and gater enforcement).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	raft   *streamLayer // the layer receiving inbound Raft streams, if any
+	closed bool
+	expiry *time.Timer // fires when the next admission ends
 
 	closeOnce sync.Once
 	closeErr  error
@@ -94,6 +102,12 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new p2p host: %w", err)
 	}
+	self, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("new p2p host: identity key: %w", err)
+	}
+	gater := newMemberGater()
+	gater.self = self
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		libp2p.NoListenAddrs, // listened on one by one below, to report failures per address
@@ -106,9 +120,7 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableRelay(),
-	}
-	if cfg.Gater != nil {
-		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+		libp2p.ConnectionGater(gater),
 	}
 	if cfg.Registerer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
@@ -125,7 +137,8 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 			return nil, fmt.Errorf("p2p listen on %s: %w", a, err)
 		}
 	}
-	hh := &Host{h: h, logger: cfg.Logger}
+	hh := &Host{h: h, logger: cfg.Logger, gater: gater}
+	hh.ctx, hh.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	cfg.Logger.Info("p2p host listening", "peer_id", hh.ID(), "addrs", hh.Addrs())
 	return hh, nil
 }
@@ -261,7 +274,7 @@ func (h *Host) Connect(ctx context.Context, peerID string) error {
 	if err != nil {
 		return fmt.Errorf("peer id %q: %v: %w", peerID, err, hubmesh.ErrInvalid)
 	}
-	if err := h.h.Connect(ctx, peer.AddrInfo{ID: id}); err != nil {
+	if err := h.h.Connect(memberDial(ctx), peer.AddrInfo{ID: id}); err != nil {
 		return fmt.Errorf("connect to %s: %v: %w", peerID, err, hubmesh.ErrUnavailable)
 	}
 	return nil
@@ -290,8 +303,20 @@ func (h *Host) dropStreamLayer(l *streamLayer) {
 	}
 }
 
-// Close stops listening and closes every connection.
+// Close stops listening, closes every connection, cancels the contexts of
+// running RPC handlers and waits for them to return.
 func (h *Host) Close() error {
-	h.closeOnce.Do(func() { h.closeErr = h.h.Close() })
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		if h.expiry != nil {
+			h.expiry.Stop()
+			h.expiry = nil
+		}
+		h.mu.Unlock()
+		h.cancel()
+		h.closeErr = h.h.Close()
+		h.wg.Wait()
+	})
 	return h.closeErr
 }

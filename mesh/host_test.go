@@ -163,6 +163,8 @@ func TestRaftStreamLayer(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			a := newTestHost(t, t.TempDir(), tr)
 			b := newTestHost(t, t.TempDir(), tr)
+			a.SetMembers([]string{a.ID(), b.ID()})
+			b.SetMembers([]string{a.ID(), b.ID()})
 			ids, err := a.AddAddrs(b.Addrs()...)
 			if err != nil || len(ids) != 1 || ids[0] != b.ID() {
 				t.Fatalf("AddAddrs = %v, %v; want [%s]", ids, err, b.ID())

@@ -68,7 +68,7 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	s, err := l.h.NewStream(ctx, id, RaftProtocol)
+	s, err := l.h.NewStream(memberDial(ctx), id, RaftProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("raft dial %s: %v: %w", address, err, hubmesh.ErrUnavailable)
 	}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,6 +36,7 @@ const (
 	dirConsensus = "consensus"
 	dirBlobs     = "blobs"
 	dirUploads   = "uploads"
+	dirChunks    = "chunks"
 )
 
 // shutdownTimeout bounds how long a graceful stop waits for requests in
@@ -51,7 +53,15 @@ type Node struct {
 	host    *mesh.Host
 	store   *mesh.Store
 	uploads *mesh.Uploads
+	ex      *mesh.Exchange
 	meta    *consensus.Node
+	blobs   *blobs
+
+	// needJoin is set when the node has no state and --join was given.
+	needJoin bool
+	self     consensus.Member
+	bg       context.Context // the node's lifetime, ended by Close
+	stopBg   context.CancelFunc
 
 	ready     atomic.Bool
 	closeOnce sync.Once
@@ -71,6 +81,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: logger}
+	n.bg, n.stopBg = context.WithCancel(context.Background())
+	n.closers = append(n.closers, func() error { n.stopBg(); return nil })
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -110,17 +122,45 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("uploads: %w", err)
 	}
 
+	n.ex, err = mesh.NewExchange(ctx, n.host, n.store, mesh.ExchangeConfig{
+		IndexDir: filepath.Join(cfg.DataDir, dirChunks),
+		Logger:   logger.With("component", "exchange"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("blob exchange: %w", err)
+	}
+	n.closers = append(n.closers, n.ex.Close)
+
+	n.self = consensus.Member{ID: n.host.ID(), HTTP: advertisedHTTP(n.ln), P2P: n.host.Addrs(), Role: roleOf(cfg.Role)}
+	if cfg.Role == "mirror" {
+		n.self.Role = "nonvoter"
+	}
 	n.meta, err = consensus.Open(ctx, consensus.Config{
-		Dir:         filepath.Join(cfg.DataDir, dirConsensus),
-		NodeID:      n.host.ID(),
-		Address:     n.host.ID(),
-		StreamLayer: n.host.StreamLayer(),
-		Logger:      logger.With("component", "consensus"),
+		Dir:           filepath.Join(cfg.DataDir, dirConsensus),
+		NodeID:        n.host.ID(),
+		Address:       n.host.ID(),
+		StreamLayer:   n.host.StreamLayer(),
+		RPC:           n.host,
+		Self:          n.self,
+		SkipBootstrap: cfg.Join != "",
+		Local: func(d digest.Digest) bool {
+			_, err := n.store.Stat(n.bg, d)
+			return err == nil
+		},
+		Logger:        logger.With("component", "consensus"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
 	n.closers = append(n.closers, n.meta.Close)
+	n.needJoin = cfg.Join != "" && n.meta.Stats().LastLogIndex == 0
+	n.host.Handle(consensus.RPCProtocol, n.meta.HandleRPC)
+
+	n.blobs = &blobs{
+		self: n.host.ID(), replicas: cfg.Replicas, store: n.store, ex: n.ex, host: n.host, meta: n.meta,
+		log: logger.With("component", "replication"),
+	}
+	n.host.Handle(blobProtocol, n.blobs.serveRPC)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -129,10 +169,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		newNodeCollector(n.meta, n.store),
 	)
 	api, err := registryapi.New(registryapi.Config{
-		Manifests:  n.meta,
+		Manifests:  durableManifests{Node: n.meta, blobs: n.blobs},
 		Listings:   n.meta,
-		Links:      n.meta,
-		Blobs:      n.store,
+		Links:      replicatingLinks{Node: n.meta, blobs: n.blobs, bg: n.bg},
+		Blobs:      n.blobs,
 		Uploads:    uploadsAdapter{n.uploads},
 		Logger:     logger.With("component", "api"),
 		Registerer: reg,
@@ -141,8 +181,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("api: %w", err)
 	}
 
+	clusterAPI, err := registryapi.NewClusterHandler(&cluster{
+		meta: n.meta, host: n.host, store: n.store, log: logger.With("component", "cluster"), now: time.Now,
+	}, logger.With("component", "api"))
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", api)
+	mux.Handle("/api/v1/cluster/", clusterAPI)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
 	mux.HandleFunc("GET /readyz", n.serveReadyz)
@@ -182,7 +230,15 @@ func (n *Node) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return n.uploads.Run(gctx) })
+	g.Go(func() error { return syncMembers(gctx, n.meta, n.host, n.log) })
 	g.Go(func() error {
+		if n.needJoin {
+			if err := joinCluster(gctx, n.cfg, n.self, n.host); err != nil {
+				n.shutdown()
+				return err
+			}
+			n.log.Info("joined cluster", "via", n.cfg.Join)
+		}
 		if err := n.meta.WaitLeader(gctx); err != nil {
 			if gctx.Err() != nil {
 				return n.shutdown()

@@ -32,13 +32,16 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 // startNode runs a node on loopback ports in dataDir until the test ends or
 // the returned stop is called; it returns once the addr file is written.
-func startNode(t *testing.T, dataDir string) (base string, stop func()) {
+func startNode(t *testing.T, dataDir string, opts ...func(*Config)) (base string, stop func()) {
 	t.Helper()
 	cfg := Default()
 	cfg.DataDir = dataDir
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.P2PAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.AddrFile = filepath.Join(t.TempDir(), "addr.json")
+	for _, o := range opts {
+		o(&cfg)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	n, err := New(ctx, cfg, testLogger(t))
 	if err != nil {

@@ -1,0 +1,416 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/hubmesh/hubmesh"
+)
+
+// chunkIndex is the local index that maps chunk and root CIDs to the blob
+// files that hold them. It is node-local state (a pebble database, never
+// replicated through Raft) and can be rebuilt from the blobs: losing an
+// entry only means the node cannot serve that chunk to peers until
+// Exchange.ChunkRoot is called for the blob again.
+//
+// Keys (sum = the 32-byte sha2-256 inside a CIDv1 raw sha2-256):
+//
+//	'c' sum digest   → uvarint offset, uvarint length   a chunk of blob digest
+//	'r' sum          → root block bytes                 a chunk list
+//	'b' digest       → sum of the root block            the chunk list of a blob
+//
+// A chunk that occurs in several blobs has one 'c' key per blob.
+type chunkIndex struct {
+	db     *pebble.DB
+	logger *slog.Logger
+}
+
+// pebbleLogger writes pebble's messages to slog. Fatalf is called by pebble
+// on unrecoverable corruption and must not return: it logs, then panics.
+type pebbleLogger struct{ l *slog.Logger }
+
+// Infof implements pebble.Logger.
+func (p pebbleLogger) Infof(format string, args ...any) { p.l.Debug(fmt.Sprintf(format, args...)) }
+
+// Errorf logs an error reported by pebble.
+func (p pebbleLogger) Errorf(format string, args ...any) { p.l.Error(fmt.Sprintf(format, args...)) }
+
+// Fatalf implements pebble.Logger.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error("pebble fatal error", "err", msg)
+	panic("mesh: chunk index: pebble: " + msg)
+}
+
+func openChunkIndex(dir string, logger *slog.Logger) (*chunkIndex, error) {
+	db, err := pebble.Open(dir, &pebble.Options{
+		Logger:             pebbleLogger{logger.With("component", "chunk-index", "dir", dir)},
+		FormatMajorVersion: pebble.FormatNewest,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open chunk index %s: %w", dir, err)
+	}
+	return &chunkIndex{db: db, logger: logger}, nil
+}
+
+func (x *chunkIndex) close() error { return x.db.Close() }
+
+func chunkKey(sum [sha256.Size]byte, d digest.Digest) []byte {
+	k := make([]byte, 0, 1+sha256.Size+len(d))
+	k = append(k, 'c')
+	k = append(k, sum[:]...)
+	return append(k, d...)
+}
+
+func rootKey(sum [sha256.Size]byte) []byte { return append([]byte{'r'}, sum[:]...) }
+
+func blobKey(d digest.Digest) []byte { return append([]byte{'b'}, d...) }
+
+// get returns a copy of the value of key, or nil and false when absent.
+func (x *chunkIndex) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := x.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("chunk index: %w", err)
+	}
+	out := bytes.Clone(v)
+	closer.Close()
+	return out, true, nil
+}
+
+// rootOf returns the root CID recorded for blob d.
+func (x *chunkIndex) rootOf(d digest.Digest) (cid.Cid, bool, error) {
+	v, ok, err := x.get(blobKey(d))
+	if !ok || err != nil {
+		return cid.Undef, false, err
+	}
+	if len(v) != sha256.Size {
+		return cid.Undef, false, fmt.Errorf("chunk index: bad root entry for %s", d)
+	}
+	return rawCID([sha256.Size]byte(v)), true, nil
+}
+
+// rootBlock returns the root block whose sha2-256 is sum.
+func (x *chunkIndex) rootBlock(sum [sha256.Size]byte) ([]byte, bool, error) {
+	return x.get(rootKey(sum))
+}
+
+// chunkLoc is where a chunk lives: a range of a blob file.
+type chunkLoc struct {
+	digest digest.Digest
+	off, n int64
+}
+
+// chunkLocs returns every recorded location of the chunk whose sha2-256
+// is sum.
+func (x *chunkIndex) chunkLocs(sum [sha256.Size]byte) ([]chunkLoc, error) {
+	prefix := append([]byte{'c'}, sum[:]...)
+	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: append(bytes.Clone(prefix), 0xff)})
+	if err != nil {
+		return nil, fmt.Errorf("chunk index: %w", err)
+	}
+	defer it.Close()
+	var locs []chunkLoc
+	for ok := it.First(); ok; ok = it.Next() {
+		v := it.Value()
+		off, n1 := binary.Uvarint(v)
+		length, n2 := binary.Uvarint(v[max(n1, 0):])
+		if n1 <= 0 || n2 <= 0 {
+			x.logger.Warn("chunk index: bad chunk entry", "key", fmt.Sprintf("%x", it.Key()))
+			continue
+		}
+		locs = append(locs, chunkLoc{digest: digest.Digest(it.Key()[len(prefix):]), off: int64(off), n: int64(length)})
+	}
+	return locs, it.Error()
+}
+
+// add records the chunk list l (whose encoding is root) and its chunks,
+// durably.
+func (x *chunkIndex) add(l *chunkList, root []byte) error {
+	sum := sha256.Sum256(root)
+	b := x.db.NewBatch()
+	defer b.Close()
+	var v []byte
+	for i, s := range l.sums {
+		off, n := l.chunkRange(i)
+		v = binary.AppendUvarint(v[:0], uint64(off))
+		v = binary.AppendUvarint(v, uint64(n))
+		if err := b.Set(chunkKey(s, l.digest), v, nil); err != nil {
+			return fmt.Errorf("chunk index: %w", err)
+		}
+	}
+	if err := b.Set(rootKey(sum), root, nil); err != nil {
+		return fmt.Errorf("chunk index: %w", err)
+	}
+	if err := b.Set(blobKey(l.digest), sum[:], nil); err != nil {
+		return fmt.Errorf("chunk index: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("chunk index: %w", err)
+	}
+	return nil
+}
+
+// forget removes what add recorded for blob d. Forgetting a blob that is
+// not indexed does nothing.
+func (x *chunkIndex) forget(d digest.Digest) error {
+	root, ok, err := x.rootOf(d)
+	if !ok || err != nil {
+		return err
+	}
+	sum, _ := sha256Of(root)
+	data, ok, err := x.rootBlock(sum)
+	if err != nil {
+		return err
+	}
+	b := x.db.NewBatch()
+	defer b.Close()
+	if ok {
+		if l, err := decodeChunkList(data); err == nil {
+			for _, s := range l.sums {
+				if err := b.Delete(chunkKey(s, d), nil); err != nil {
+					return fmt.Errorf("chunk index: %w", err)
+				}
+			}
+		}
+	}
+	// The root block names the blob digest, so it belongs to d alone.
+	if err := b.Delete(rootKey(sum), nil); err != nil {
+		return fmt.Errorf("chunk index: %w", err)
+	}
+	if err := b.Delete(blobKey(d), nil); err != nil {
+		return fmt.Errorf("chunk index: %w", err)
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// liveChunk is a chunk of a blob that is being fetched: it can be served
+// to other peers once written to the transfer's temp file.
+type liveChunk struct {
+	t *transfer
+	i int
+}
+
+// blobBlockstore is the blockstore bitswap serves from and checks against.
+// Its blocks are not stored anywhere of their own: a chunk is a range of a
+// blob file in the Store (found through the chunk index) or of the temp
+// file of a fetch in progress, and a root is an index entry (or held by
+// the fetch in progress). Every chunk
+// read is checked against its CID before it is handed out, so a corrupt
+// blob file is never served; the request is answered as if the block were
+// absent and the corruption logged.
+//
+// Put, PutMany and DeleteBlock are refused: blocks enter only through
+// Exchange (a fetched blob is installed whole into the Store) and leave
+// with their blob.
+type blobBlockstore struct {
+	store  *Store
+	index  *chunkIndex
+	logger *slog.Logger
+
+	mu        sync.RWMutex
+	live      map[[sha256.Size]byte][]liveChunk
+	liveRoots map[[sha256.Size]byte]*transfer
+}
+
+var errReadOnly = fmt.Errorf("blocks are added only by fetching whole blobs: %w", hubmesh.ErrInvalid)
+
+func notFound(c cid.Cid) error { return ipld.ErrNotFound{Cid: c} }
+
+// addLive makes the chunks of t servable as they are written.
+func (bs *blobBlockstore) addLive(t *transfer) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	bs.liveRoots[sha256.Sum256(t.rootData)] = t
+	for i, s := range t.list.sums {
+		bs.live[s] = append(bs.live[s], liveChunk{t: t, i: i})
+	}
+}
+
+// dropLive undoes addLive.
+func (bs *blobBlockstore) dropLive(t *transfer) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if sum := sha256.Sum256(t.rootData); bs.liveRoots[sum] == t {
+		delete(bs.liveRoots, sum)
+	}
+	for _, s := range t.list.sums {
+		refs := bs.live[s]
+		kept := refs[:0]
+		for _, r := range refs {
+			if r.t != t {
+				kept = append(kept, r)
+			}
+		}
+		if len(kept) == 0 {
+			delete(bs.live, s)
+		} else {
+			bs.live[s] = kept
+		}
+	}
+}
+
+// liveRoot returns the chunk list with sha2-256 sum of a fetch in
+// progress.
+func (bs *blobBlockstore) liveRoot(sum [sha256.Size]byte) ([]byte, bool) {
+	bs.mu.RLock()
+	defer bs.mu.RUnlock()
+	if t := bs.liveRoots[sum]; t != nil {
+		return t.rootData, true
+	}
+	return nil, false
+}
+
+// liveRefs returns the in-progress locations of the chunk sum.
+func (bs *blobBlockstore) liveRefs(sum [sha256.Size]byte) []liveChunk {
+	bs.mu.RLock()
+	defer bs.mu.RUnlock()
+	return append([]liveChunk(nil), bs.live[sum]...)
+}
+
+// read returns the verified bytes of block c, or an ipld.ErrNotFound.
+func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
+	sum, ok := sha256Of(c)
+	if !ok {
+		return nil, notFound(c)
+	}
+	if root, ok, err := bs.index.rootBlock(sum); err != nil {
+		return nil, err
+	} else if ok {
+		return root, nil
+	}
+	if root, ok := bs.liveRoot(sum); ok {
+		return root, nil
+	}
+	locs, err := bs.index.chunkLocs(sum)
+	if err != nil {
+		return nil, err
+	}
+	for _, loc := range locs {
+		data, err := bs.readRange(ctx, loc)
+		if err != nil {
+			if !errors.Is(err, hubmesh.ErrBlobUnknown) {
+				bs.logger.Warn("read chunk", "cid", c, "blob", loc.digest, "err", err)
+			}
+			continue
+		}
+		if sha256.Sum256(data) != sum {
+			bs.logger.Error("blob file does not match its chunk list; not serving it", "blob", loc.digest, "offset", loc.off, "cid", c)
+			continue
+		}
+		return data, nil
+	}
+	for _, lc := range bs.liveRefs(sum) {
+		if data, ok := lc.t.readChunk(lc.i); ok && sha256.Sum256(data) == sum {
+			return data, nil
+		}
+	}
+	return nil, notFound(c)
+}
+
+// readRange reads loc from its blob file.
+func (bs *blobBlockstore) readRange(ctx context.Context, loc chunkLoc) ([]byte, error) {
+	f, size, err := bs.store.Open(ctx, loc.digest)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if loc.off+loc.n > size {
+		return nil, fmt.Errorf("chunk at %d+%d beyond the blob's %d bytes", loc.off, loc.n, size)
+	}
+	buf := make([]byte, loc.n)
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		return nil, fmt.Errorf("blob %s: store file does not support ReadAt", loc.digest)
+	}
+	if _, err := ra.ReadAt(buf, loc.off); err != nil {
+		return nil, fmt.Errorf("read %d bytes at %d: %w", loc.n, loc.off, err)
+	}
+	return buf, nil
+}
+
+// size returns the size of block c without reading it, or an
+// ipld.ErrNotFound. A chunk counts as present when its blob file exists.
+func (bs *blobBlockstore) size(ctx context.Context, c cid.Cid) (int, error) {
+	sum, ok := sha256Of(c)
+	if !ok {
+		return 0, notFound(c)
+	}
+	if root, ok, err := bs.index.rootBlock(sum); err != nil {
+		return 0, err
+	} else if ok {
+		return len(root), nil
+	}
+	if root, ok := bs.liveRoot(sum); ok {
+		return len(root), nil
+	}
+	locs, err := bs.index.chunkLocs(sum)
+	if err != nil {
+		return 0, err
+	}
+	for _, loc := range locs {
+		if size, err := bs.store.Stat(ctx, loc.digest); err == nil && loc.off+loc.n <= size {
+			return int(loc.n), nil
+		}
+	}
+	for _, lc := range bs.liveRefs(sum) {
+		if lc.t.chunkWritten(lc.i) {
+			_, n := lc.t.list.chunkRange(lc.i)
+			return int(n), nil
+		}
+	}
+	return 0, notFound(c)
+}
+
+// Get implements blockstore.Blockstore.
+func (bs *blobBlockstore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	data, err := bs.read(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+// GetSize implements blockstore.Blockstore.
+func (bs *blobBlockstore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	return bs.size(ctx, c)
+}
+
+// Has implements blockstore.Blockstore.
+func (bs *blobBlockstore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	_, err := bs.size(ctx, c)
+	if ipld.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Put implements blockstore.Blockstore; it is refused.
+func (bs *blobBlockstore) Put(context.Context, blocks.Block) error { return errReadOnly }
+
+// PutMany implements blockstore.Blockstore; it is refused.
+func (bs *blobBlockstore) PutMany(context.Context, []blocks.Block) error { return errReadOnly }
+
+// DeleteBlock implements blockstore.Blockstore; it is refused.
+func (bs *blobBlockstore) DeleteBlock(context.Context, cid.Cid) error { return errReadOnly }
+
+// AllKeysChan implements blockstore.Blockstore. The exchange never
+// announces its blocks (there is no DHT), so listing is not supported.
+func (bs *blobBlockstore) AllKeysChan(context.Context) (<-chan cid.Cid, error) {
+	return nil, fmt.Errorf("listing blocks is not supported: %w", hubmesh.ErrInvalid)
+}

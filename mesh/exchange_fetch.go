@@ -1,0 +1,494 @@
+package mesh
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	bsexchange "github.com/ipfs/boxo/exchange"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/hubmesh/hubmesh"
+)
+
+// transfer is one blob being fetched from peers into a temp file of the
+// store. Chunks are written at their offsets as they arrive, in any
+// order; avail is the length of the prefix that is complete, which
+// readers (and the hasher) may read. The temp file descriptor is shared:
+// readers use ReadAt on it, so they keep working after the file is renamed
+// into the store, and it is closed when its last user lets go.
+type transfer struct {
+	e         *Exchange
+	d         digest.Digest
+	size      int64
+	root      cid.Cid
+	providers []peer.ID
+	ctx       context.Context
+	cancel    context.CancelFunc
+	started   time.Time
+
+	// ready is closed once the chunk list is known and the temp file
+	// created (list, f, tmpPath set), or that failed (readyErr set).
+	ready    chan struct{}
+	readyErr error
+	list     *chunkList
+	rootData []byte
+	f        *os.File
+	tmpPath  string
+	sess     bsexchange.Fetcher
+
+	// finished is closed when the transfer ends, after state and err are
+	// set.
+	finished chan struct{}
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever avail or state changes
+	written []bool        // chunks written to the temp file
+	next    int           // first chunk not yet written: avail ends there
+	avail   int64
+	state   transferState
+	err     error // why the transfer failed
+	users   int   // readers and Replicate callers
+	refs    int   // holders of f: run, readers, chunk reads in progress
+}
+
+type transferState int
+
+const (
+	transferRunning transferState = iota
+	transferDone                  // verified and installed in the store
+	transferFailed
+)
+
+func newTransfer(e *Exchange, d digest.Digest, size int64, root cid.Cid, providers []peer.ID) *transfer {
+	ctx, cancel := context.WithCancel(e.ctx)
+	return &transfer{
+		e: e, d: d, size: size, root: root, providers: providers,
+		ctx: ctx, cancel: cancel, started: time.Now(),
+		ready: make(chan struct{}), finished: make(chan struct{}), changed: make(chan struct{}),
+		refs: 1, // run's
+	}
+}
+
+// enter counts a new user. e.mu is held.
+func (t *transfer) enter() {
+	t.mu.Lock()
+	t.users++
+	t.refs++
+	t.mu.Unlock()
+}
+
+// leave undoes enter. When the last user leaves before the chunk list
+// arrived, nobody is waiting for the blob and the transfer is abandoned;
+// once chunks flow it goes on, so that the blob is kept.
+func (t *transfer) leave() {
+	t.mu.Lock()
+	t.users--
+	abandon := t.users == 0 && t.list == nil
+	t.unref()
+	t.mu.Unlock()
+	if abandon {
+		t.cancel()
+	}
+}
+
+// unref drops a reference to f and closes it after the last one. t.mu is
+// held.
+func (t *transfer) unref() {
+	t.refs--
+	if t.refs == 0 && t.f != nil {
+		if err := t.f.Close(); err != nil {
+			t.e.logger.Warn("close fetch temp file", "blob", t.d, "err", err)
+		}
+		t.f = nil
+	}
+}
+
+// broadcast wakes everyone waiting for a change. t.mu is held.
+func (t *transfer) broadcast() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// finalErr returns the outcome of a finished transfer.
+func (t *transfer) finalErr() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+// chunkWritten reports whether chunk i is in the temp file.
+func (t *transfer) chunkWritten(i int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.f != nil && t.written[i]
+}
+
+// readChunk returns chunk i from the temp file if it was written.
+func (t *transfer) readChunk(i int) ([]byte, bool) {
+	t.mu.Lock()
+	if t.f == nil || !t.written[i] {
+		t.mu.Unlock()
+		return nil, false
+	}
+	t.refs++
+	f := t.f
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.unref()
+		t.mu.Unlock()
+	}()
+	off, n := t.list.chunkRange(i)
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return nil, false
+	}
+	return buf, true
+}
+
+// waitAvail waits until more than off bytes are readable and returns how
+// many, or returns the transfer's error once it failed. A transfer that
+// is done has all size bytes available.
+func (t *transfer) waitAvail(ctx context.Context, off int64) (int64, transferState, error) {
+	for {
+		t.mu.Lock()
+		avail, state, err, ch := t.avail, t.state, t.err, t.changed
+		t.mu.Unlock()
+		if state == transferFailed {
+			return avail, state, err
+		}
+		if avail > off || state == transferDone {
+			return avail, state, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return avail, state, ctx.Err()
+		}
+	}
+}
+
+// run fetches the blob and installs it, then ends the transfer.
+func (t *transfer) run() {
+	defer t.e.wg.Done()
+	defer t.cancel()
+	log := t.e.logger.With("blob", t.d, "size", t.size)
+	err := t.start()
+	t.readyErr = err
+	close(t.ready)
+	if err == nil {
+		err = t.fetch()
+	}
+	if err == nil {
+		err = t.install()
+	}
+	t.finish(err)
+	if err != nil {
+		log.Warn("blob fetch failed", "err", err)
+		return
+	}
+	el := time.Since(t.started)
+	log.Info("blob fetched from peers", "chunks", len(t.list.sums), "elapsed", el,
+		"mib_per_s", float64(t.size)/(1<<20)/max(el.Seconds(), 1e-9))
+}
+
+// start connects to the providers, fetches and checks the chunk list and
+// creates the temp file.
+func (t *transfer) start() error {
+	e := t.e
+	ctx, cancel := context.WithTimeout(t.ctx, e.cfg.StallTimeout)
+	defer cancel()
+	if err := t.connect(ctx); err != nil {
+		return err
+	}
+	// The session sees every block of the blob: bitswap learns there
+	// which peers answer and spreads the wants over them.
+	sess := e.bs.NewSession(t.ctx)
+	blk, err := sess.GetBlock(ctx, t.root)
+	if err != nil {
+		return fmt.Errorf("fetch %s: chunk list %s not received from %d providers: %w: %w", t.d, t.root, len(t.providers), hubmesh.ErrUnavailable, err)
+	}
+	l, err := decodeChunkList(blk.RawData())
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", t.d, err)
+	}
+	if l.digest != t.d || l.size != t.size {
+		return fmt.Errorf("fetch %s (%d bytes): chunk list %s describes %s (%d bytes): %w", t.d, t.size, t.root, l.digest, l.size, hubmesh.ErrInvalid)
+	}
+	f, err := os.CreateTemp(e.store.tmp, "fetch-*")
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", t.d, err)
+	}
+	t.mu.Lock()
+	t.list, t.rootData, t.f, t.tmpPath = l, blk.RawData(), f, f.Name()
+	t.written = make([]bool, len(l.sums))
+	t.mu.Unlock()
+	t.sess = sess
+	e.bstore.addLive(t)
+	return nil
+}
+
+// connect dials the providers at once and succeeds when at least one
+// connection stands.
+func (t *transfer) connect(ctx context.Context) error {
+	errs := make([]error, len(t.providers))
+	var wg sync.WaitGroup
+	for i, p := range t.providers {
+		wg.Go(func() { errs[i] = t.e.host.Connect(ctx, p.String()) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("fetch %s: no provider reachable: %w", t.d, errors.Join(errs...))
+}
+
+// fetch asks for the chunks, at most MaxWantsInFlight at a time, writes
+// each at its offset as it arrives and hashes the blob in order behind
+// them. It returns once every chunk is written and the blob's digest
+// checked.
+func (t *transfer) fetch() error {
+	e, l := t.e, t.list
+	// The hasher reads the temp file: it must be gone before fetch
+	// returns and the file may be closed.
+	hctx, hcancel := context.WithCancel(t.ctx)
+	hashed := make(chan error, 1)
+	go func() { hashed <- t.hash(hctx) }()
+	hashDone := false
+	defer func() {
+		hcancel()
+		if !hashDone {
+			<-hashed
+		}
+	}()
+
+	// A chunk that occurs several times in the blob is asked for once.
+	var order []cid.Cid
+	at := make(map[[sha256.Size]byte][]int, len(l.sums))
+	for i, s := range l.sums {
+		if _, ok := at[s]; !ok {
+			order = append(order, rawCID(s))
+		}
+		at[s] = append(at[s], i)
+	}
+
+	ctx, cancel := context.WithCancel(t.ctx)
+	got := make(chan blocks.Block, e.cfg.MaxWantsInFlight)
+	var forwarders sync.WaitGroup
+	defer func() {
+		cancel()
+		forwarders.Wait()
+	}()
+	window := e.cfg.MaxWantsInFlight
+	batch := max(1, window/4) // ask in batches, not one GetBlocks per chunk
+	next, inflight, remaining := 0, 0, len(order)
+	stall := time.NewTimer(e.cfg.StallTimeout)
+	defer stall.Stop()
+	for remaining > 0 {
+		if free, left := window-inflight, len(order)-next; left > 0 && (free >= batch || free >= left) {
+			keys := order[next : next+min(free, left)]
+			ch, err := t.sess.GetBlocks(ctx, keys)
+			if err != nil {
+				return fmt.Errorf("fetch %s: %w: %w", t.d, hubmesh.ErrUnavailable, err)
+			}
+			next += len(keys)
+			inflight += len(keys)
+			forwarders.Go(func() {
+				for b := range ch {
+					select {
+					case got <- b:
+					case <-ctx.Done():
+						return
+					}
+				}
+			})
+			continue
+		}
+		select {
+		case b := <-got:
+			sum, _ := sha256Of(b.Cid())
+			idx, ok := at[sum]
+			if !ok {
+				continue // not ours, or a duplicate already written
+			}
+			delete(at, sum)
+			inflight--
+			remaining--
+			if err := t.write(idx, b.RawData()); err != nil {
+				return err
+			}
+			// Peers that asked this node for the chunk get it now.
+			if err := e.bs.Server.NotifyNewBlocks(ctx, b); err != nil {
+				e.logger.Debug("notify new block", "cid", b.Cid(), "err", err)
+			}
+			stall.Reset(e.cfg.StallTimeout)
+		case <-stall.C:
+			return fmt.Errorf("fetch %s: no chunk arrived for %s (%d of %d chunks missing): %w",
+				t.d, e.cfg.StallTimeout, remaining, len(order), hubmesh.ErrUnavailable)
+		case <-ctx.Done():
+			return fmt.Errorf("fetch %s: %w: %w", t.d, hubmesh.ErrUnavailable, context.Cause(ctx))
+		}
+	}
+	hashDone = true
+	return <-hashed
+}
+
+// write stores the bytes of the chunks idx (all with the same content) in
+// the temp file and advances avail.
+func (t *transfer) write(idx []int, data []byte) error {
+	for _, i := range idx {
+		off, n := t.list.chunkRange(i)
+		if int64(len(data)) != n {
+			return fmt.Errorf("fetch %s: chunk %d has %d bytes, want %d: %w", t.d, i, len(data), n, hubmesh.ErrInvalid)
+		}
+		if _, err := t.f.WriteAt(data, off); err != nil {
+			return fmt.Errorf("fetch %s: write temp file: %w", t.d, err)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, i := range idx {
+		t.written[i] = true
+	}
+	moved := false
+	for t.next < len(t.written) && t.written[t.next] {
+		t.next++
+		moved = true
+	}
+	if moved {
+		t.avail = min(int64(t.next)*t.list.chunkSize, t.size)
+		t.broadcast()
+	}
+	return nil
+}
+
+// hash reads the temp file in order as it fills and checks the blob's
+// digest. It returns early with the transfer's error if it fails.
+func (t *transfer) hash(ctx context.Context) error {
+	h, _ := newHash(t.d.Algorithm()) // t.d passed checkDigest
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var off int64
+	for off < t.size {
+		avail, _, err := t.waitAvail(ctx, off)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", t.d, err)
+		}
+		for off < avail {
+			n := min(int64(len(buf)), avail-off)
+			if _, err := t.f.ReadAt(buf[:n], off); err != nil {
+				return fmt.Errorf("fetch %s: read back temp file: %w", t.d, err)
+			}
+			h.Write(buf[:n])
+			off += n
+		}
+	}
+	if got := digest.NewDigest(t.d.Algorithm(), h); got != t.d {
+		return fmt.Errorf("fetch %s: peers sent content with digest %s: %w", t.d, got, hubmesh.ErrDigestMismatch)
+	}
+	return nil
+}
+
+// install makes the verified temp file durable, moves it into the store
+// and records its chunks, so that this node serves the blob from now on.
+func (t *transfer) install() error {
+	if err := t.f.Sync(); err != nil {
+		return fmt.Errorf("fetch %s: sync: %w", t.d, err)
+	}
+	if err := t.e.store.adopt(t.tmpPath, t.d, t.size); err != nil {
+		return fmt.Errorf("fetch %s: install: %w", t.d, err)
+	}
+	t.tmpPath = "" // adopt took it
+	if err := t.e.index.add(t.list, t.rootData); err != nil {
+		// The blob is stored; only serving it to peers is affected until
+		// ChunkRoot indexes it again.
+		t.e.logger.Warn("index fetched blob", "blob", t.d, "err", err)
+	}
+	return nil
+}
+
+// finish ends the transfer with err (nil: done): readers see the outcome,
+// the transfer leaves the exchange and the temp file goes.
+func (t *transfer) finish(err error) {
+	t.mu.Lock()
+	if err != nil {
+		t.state, t.err = transferFailed, err
+	} else {
+		t.state = transferDone
+		t.avail = t.size
+	}
+	t.broadcast()
+	t.mu.Unlock()
+	close(t.finished)
+
+	t.e.mu.Lock()
+	delete(t.e.transfers, t.d)
+	t.e.mu.Unlock()
+	if t.list != nil {
+		t.e.bstore.dropLive(t)
+	}
+	if t.tmpPath != "" {
+		if rerr := os.Remove(t.tmpPath); rerr != nil {
+			t.e.logger.Warn("remove fetch temp file", "path", t.tmpPath, "err", rerr)
+		}
+	}
+	t.mu.Lock()
+	t.unref()
+	t.mu.Unlock()
+}
+
+// fetchReader reads a blob as its transfer fills the temp file.
+type fetchReader struct {
+	t      *transfer
+	ctx    context.Context
+	off    int64
+	closed bool
+}
+
+// Read implements io.Reader. It blocks until bytes past the read offset
+// have arrived, and returns io.EOF only after the whole blob was verified
+// and installed.
+func (r *fetchReader) Read(p []byte) (int, error) {
+	if r.closed {
+		return 0, fmt.Errorf("read blob %s: reader closed: %w", r.t.d, hubmesh.ErrInvalid)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	avail, state, err := r.t.waitAvail(r.ctx, r.off)
+	if err != nil {
+		return 0, err
+	}
+	if r.off >= avail && state == transferDone {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), avail-r.off)
+	// f stays open while this reader holds its reference.
+	m, err := r.t.f.ReadAt(p[:n], r.off)
+	r.off += int64(m)
+	if err != nil && !(errors.Is(err, io.EOF) && int64(m) == n) {
+		return m, fmt.Errorf("read blob %s: %w", r.t.d, err)
+	}
+	return m, nil
+}
+
+// Close implements io.Closer. It does not stop the transfer.
+func (r *fetchReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.t.leave()
+	}
+	return nil
+}

@@ -1,0 +1,318 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hubmesh/hubmesh"
+	"github.com/hubmesh/hubmesh/consensus"
+	"github.com/hubmesh/hubmesh/mesh"
+)
+
+// blobProtocol carries the node-to-node blob requests: "root" asks a
+// holder for the chunk root of a blob, "replicate" asks a node to fetch a
+// blob and record itself as a replica.
+const blobProtocol = "/hubmesh/blob/1.0.0"
+
+// replicaWait bounds how long a manifest PUT waits for its blobs to reach
+// min(R, voters) nodes before it fails with 503.
+const replicaWait = 2 * time.Minute
+
+type blobRequest struct {
+	Op        string        `json:"op"` // root | replicate
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size,omitempty"`
+	Providers []string      `json:"providers,omitempty"`
+}
+
+type blobResponse struct {
+	Root string `json:"root,omitempty"`
+}
+
+// blobs is the content plane as the API sees it: the local store first,
+// then the peers that hold a replica, streamed while the blob arrives. It
+// also keeps pushes durable: blobs are copied to R nodes and a manifest is
+// acknowledged only once they are.
+type blobs struct {
+	self     string
+	replicas int
+	store    *mesh.Store
+	ex       *mesh.Exchange
+	host     *mesh.Host
+	meta     *consensus.Node
+	log      *slog.Logger
+}
+
+// Open implements registryapi.Blobs.
+func (b *blobs) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, int64, error) {
+	rc, size, err := b.store.Open(ctx, d)
+	if err == nil || !errors.Is(err, hubmesh.ErrBlobUnknown) {
+		return rc, size, err
+	}
+	info, err := b.meta.Blob(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	providers := b.others(info.Replicas)
+	if len(providers) == 0 {
+		return nil, 0, fmt.Errorf("blob %s: no other node holds it: %w", d, hubmesh.ErrBlobUnknown)
+	}
+	root, err := b.root(ctx, d, providers)
+	if err != nil {
+		return nil, 0, err
+	}
+	r, err := b.ex.Fetch(ctx, d, info.Size, root, providers)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &forwardSeeker{r: r}, info.Size, nil
+}
+
+// Stat implements registryapi.Blobs.
+func (b *blobs) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	if size, err := b.store.Stat(ctx, d); err == nil || !errors.Is(err, hubmesh.ErrBlobUnknown) {
+		return size, err
+	}
+	info, err := b.meta.Blob(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	if len(b.others(info.Replicas)) == 0 {
+		return 0, fmt.Errorf("blob %s: no node holds it: %w", d, hubmesh.ErrBlobUnknown)
+	}
+	return info.Size, nil
+}
+
+func (b *blobs) others(replicas []string) []string {
+	var out []string
+	for _, r := range replicas {
+		if r != b.self {
+			out = append(out, r)
+		}
+	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// root asks the holders, one after the other, for the chunk root of d.
+func (b *blobs) root(ctx context.Context, d digest.Digest, providers []string) (string, error) {
+	req, _ := json.Marshal(blobRequest{Op: "root", Digest: d})
+	var errs []error
+	for _, p := range providers {
+		out, err := b.host.Call(ctx, p, blobProtocol, req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var resp blobResponse
+		if err := json.Unmarshal(out, &resp); err != nil || resp.Root == "" {
+			errs = append(errs, fmt.Errorf("peer %s: bad root answer", p))
+			continue
+		}
+		return resp.Root, nil
+	}
+	return "", fmt.Errorf("blob %s: no holder answered: %w", d, errors.Join(errs...))
+}
+
+// serveRPC answers blobProtocol requests from other members.
+func (b *blobs) serveRPC(ctx context.Context, from string, raw []byte) ([]byte, error) {
+	var req blobRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return nil, fmt.Errorf("blob request: %v: %w", err, hubmesh.ErrInvalid)
+	}
+	if err := req.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("blob request: %v: %w", err, hubmesh.ErrInvalid)
+	}
+	switch req.Op {
+	case "root":
+		root, err := b.ex.ChunkRoot(ctx, req.Digest)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(blobResponse{Root: root})
+	case "replicate":
+		if err := b.fetchAndRecord(ctx, req.Digest, req.Size, req.Providers); err != nil {
+			return nil, err
+		}
+		return json.Marshal(blobResponse{})
+	default:
+		return nil, fmt.Errorf("blob request: unknown op %q: %w", req.Op, hubmesh.ErrInvalid)
+	}
+}
+
+// fetchAndRecord copies d here from providers and records this node as a
+// replica.
+func (b *blobs) fetchAndRecord(ctx context.Context, d digest.Digest, size int64, providers []string) error {
+	if _, err := b.store.Stat(ctx, d); err != nil {
+		providers = b.others(providers)
+		root, err := b.root(ctx, d, providers)
+		if err != nil {
+			return err
+		}
+		if err := b.ex.Replicate(ctx, d, size, root, providers); err != nil {
+			return err
+		}
+	}
+	return b.meta.AddReplica(ctx, d, size, b.self)
+}
+
+// need is how many nodes must hold a blob before a push is acknowledged.
+func (b *blobs) need() int {
+	voters := 0
+	servers, err := b.meta.Servers()
+	if err == nil {
+		for _, s := range servers {
+			if s.Suffrage == "voter" {
+				voters++
+			}
+		}
+	}
+	return max(1, min(b.replicas, voters))
+}
+
+// ensureReplicas returns once d is on need() nodes, asking other voters
+// to copy it when it is not.
+func (b *blobs) ensureReplicas(ctx context.Context, d digest.Digest) error {
+	need := b.need()
+	asked := map[string]bool{}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := b.meta.Blob(ctx, d)
+		if errors.Is(err, hubmesh.ErrNotFound) {
+			return nil // never pushed: the manifest PUT reports MANIFEST_BLOB_UNKNOWN
+		}
+		if err != nil {
+			return err
+		}
+		if len(info.Replicas) >= need {
+			return nil
+		}
+		if len(asked) == 0 {
+			if err := b.askReplicas(ctx, info, need, asked); err != nil {
+				b.log.Warn("replicate", "digest", d, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("blob %s is on %d of %d nodes: %w", d, len(info.Replicas), need, hubmesh.ErrUnavailable)
+		case <-tick.C:
+		}
+	}
+}
+
+// askReplicas asks voters that lack d to fetch it, in parallel, until
+// need nodes hold it or every candidate was asked.
+func (b *blobs) askReplicas(ctx context.Context, info consensus.BlobInfo, need int, asked map[string]bool) error {
+	servers, err := b.meta.Servers()
+	if err != nil {
+		return err
+	}
+	var cands []string
+	for _, s := range servers {
+		if s.Suffrage == "voter" && !slices.Contains(info.Replicas, s.ID) {
+			cands = append(cands, s.ID)
+		}
+	}
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	missing := need - len(info.Replicas)
+	req, _ := json.Marshal(blobRequest{Op: "replicate", Digest: info.Digest, Size: info.Size, Providers: info.Replicas})
+	for _, c := range cands[:min(missing, len(cands))] {
+		asked[c] = true
+		go func(peer string) {
+			if peer == b.self {
+				if err := b.fetchAndRecord(ctx, info.Digest, info.Size, info.Replicas); err != nil {
+					b.log.Warn("replicate here", "digest", info.Digest, "err", err)
+				}
+				return
+			}
+			if _, err := b.host.Call(ctx, peer, blobProtocol, req); err != nil {
+				b.log.Warn("replicate on peer", "digest", info.Digest, "peer", peer, "err", err)
+			}
+		}(c)
+	}
+	return nil
+}
+
+// forwardSeeker lets the API seek once, forward, on a blob that is still
+// arriving: it reads and discards up to the offset.
+type forwardSeeker struct {
+	r   io.ReadCloser
+	pos int64
+}
+
+func (f *forwardSeeker) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	f.pos += int64(n)
+	return n, err
+}
+
+func (f *forwardSeeker) Seek(off int64, whence int) (int64, error) {
+	if whence != io.SeekStart || off < f.pos {
+		return f.pos, fmt.Errorf("seek on a blob that is still arriving: only forward from the start: %w", hubmesh.ErrRangeInvalid)
+	}
+	n, err := io.CopyN(io.Discard, f.r, off-f.pos)
+	f.pos += n
+	return f.pos, err
+}
+
+func (f *forwardSeeker) Close() error { return f.r.Close() }
+
+// durableManifests acknowledges a manifest only once every blob it
+// references is on min(R, voters) nodes.
+type durableManifests struct {
+	*consensus.Node
+	blobs *blobs
+}
+
+// PutManifest implements registryapi.Manifests.
+func (m durableManifests) PutManifest(ctx context.Context, man *hubmesh.Manifest, tags []string) error {
+	if m.blobs.need() > 1 {
+		wctx, cancel := context.WithTimeout(ctx, replicaWait)
+		defer cancel()
+		g, gctx := errgroup.WithContext(wctx)
+		for _, b := range man.Blobs {
+			d := b.Digest
+			g.Go(func() error { return m.blobs.ensureReplicas(gctx, d) })
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+	}
+	return m.Node.PutManifest(ctx, man, tags)
+}
+
+// replicatingLinks starts copying a blob to other nodes as soon as it is
+// linked, so that the manifest PUT that follows finds it replicated.
+type replicatingLinks struct {
+	*consensus.Node
+	blobs *blobs
+	bg    context.Context // the node's lifetime
+}
+
+// LinkBlob implements registryapi.BlobLinks.
+func (l replicatingLinks) LinkBlob(ctx context.Context, repo string, desc hubmesh.Descriptor) error {
+	if err := l.Node.LinkBlob(ctx, repo, desc); err != nil {
+		return err
+	}
+	if l.blobs.need() > 1 {
+		go func() {
+			ctx, cancel := context.WithTimeout(l.bg, replicaWait)
+			defer cancel()
+			if err := l.blobs.ensureReplicas(ctx, desc.Digest); err != nil {
+				l.blobs.log.Warn("early replication", "digest", desc.Digest, "err", err)
+			}
+		}()
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/hubmesh/hubmesh/registryapi"
+)
+
+func joinToken(t *testing.T, base, role, ttl string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"role": role, "ttl": ttl})
+	resp, b := do(t, http.MethodPost, base+"/api/v1/cluster/join-tokens", "application/json", body)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("join-tokens: %s %s", resp.Status, b)
+	}
+	var tok registryapi.JoinToken
+	if err := json.Unmarshal(b, &tok); err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
+}
+
+func clusterStatus(t *testing.T, base string) registryapi.ClusterStatus {
+	t.Helper()
+	resp, b := do(t, http.MethodGet, base+"/api/v1/cluster/status", "", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status: %s %s", resp.Status, b)
+	}
+	var st registryapi.ClusterStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestThreeNodeCluster joins two nodes to a bootstrapped one, pushes
+// through each node and pulls through the others.
+func TestThreeNodeCluster(t *testing.T) {
+	base1, _ := startNode(t, t.TempDir())
+	tok := joinToken(t, base1, "voter", "1h")
+	join := func(c *Config) { c.Join = base1; c.JoinToken = tok }
+	base2, _ := startNode(t, t.TempDir(), join)
+	base3, _ := startNode(t, t.TempDir(), join)
+	bases := []string{base1, base2, base3}
+
+	waitFor(t, "three voters", 30*time.Second, func() bool {
+		st := clusterStatus(t, base3)
+		voters := 0
+		for _, m := range st.Members {
+			if m.Role == "voter" && m.State == "alive" {
+				voters++
+			}
+		}
+		return voters == 3 && st.Leader != ""
+	})
+
+	for i, from := range bases {
+		repo := fmt.Sprintf("team/app%d", i)
+		manifest, mdgst, layer := pushImage(t, from, repo, "1.0")
+		for j, to := range bases {
+			resp, got := do(t, http.MethodGet, to+"/v2/"+repo+"/manifests/1.0", "", nil)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(got, manifest) {
+				t.Fatalf("push via node %d, pull manifest via node %d: %s %s", i+1, j+1, resp.Status, got)
+			}
+			if h := resp.Header.Get("Docker-Content-Digest"); h != mdgst.String() {
+				t.Errorf("node %d: Docker-Content-Digest %q, want %s", j+1, h, mdgst)
+			}
+			resp, got = do(t, http.MethodGet, fmt.Sprintf("%s/v2/%s/blobs/%s", to, repo, digest.FromBytes(layer)), "", nil)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(got, layer) {
+				t.Fatalf("push via node %d, pull layer via node %d: %s (%d bytes)", i+1, j+1, resp.Status, len(got))
+			}
+		}
+	}
+}
+
+func TestJoinRefusesBadTokens(t *testing.T) {
+	base1, _ := startNode(t, t.TempDir())
+	good := joinToken(t, base1, "voter", "1h")
+	other, _ := startNode(t, t.TempDir())
+	foreign := joinToken(t, other, "voter", "1h")
+	parts := strings.Split(good, ".")
+	forged := parts[0] + "." + parts[1] + "." + strings.Repeat("A", len(parts[2]))
+
+	for name, tc := range map[string]struct{ token, want string }{
+		"forged":          {forged, "signature is invalid"},
+		"foreign cluster": {foreign, "another cluster"},
+		"garbage":         {"nope", "malformed"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := Default()
+			cfg.DataDir = t.TempDir()
+			cfg.HTTPAddr = "127.0.0.1:0"
+			cfg.P2PAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+			cfg.Join = base1
+			cfg.JoinToken = tc.token
+			n, err := New(t.Context(), cfg, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			err = n.Run(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run with a %s token = %v, want an error containing %q", name, err, tc.want)
+			}
+		})
+	}
+}
