@@ -23,26 +23,36 @@ func writeAddrFile(path string, a Addrs) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".addr-*")
+	if err := writeFileAtomic(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("addr file: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to a temp file next to path, fsyncs it and
+// renames it over path.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("addr file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("addr file: %w", err)
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("addr file: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("addr file: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("addr file: %w", err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), path)
 }
 
 // ReadAddrFile reads an addr file written by a node.

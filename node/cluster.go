@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -252,4 +253,55 @@ func advertisedHTTP(ln net.Listener) string {
 		}
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// tokenFileWait bounds how long a joining node waits for its token file.
+const tokenFileWait = 2 * time.Minute
+
+// readTokenFile waits for path to hold a token and returns it.
+func readTokenFile(ctx context.Context, path string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, tokenFileWait)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return string(bytes.TrimSpace(b)), nil
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("join-token-file: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("join-token-file %s: no token after %s", path, tokenFileWait)
+		case <-tick.C:
+		}
+	}
+}
+
+// writeTokenFile waits until the cluster has its identity, then writes a
+// voter join token valid for a day to path, atomically.
+func (c *cluster) writeTokenFile(ctx context.Context, path string) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, ok := c.meta.Cluster(); ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+	tok, err := c.CreateJoinToken(ctx, "voter", 24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("write-join-token: %w", err)
+	}
+	if err := writeFileAtomic(path, []byte(tok.Token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write-join-token: %w", err)
+	}
+	c.log.Info("wrote join token", "path", path, "expires", tok.ExpiresAt)
+	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +132,24 @@ func TestJoinRefusesBadTokens(t *testing.T) {
 				t.Fatalf("Run with a %s token = %v, want an error containing %q", name, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestJoinWithTokenFiles is the compose flow: the first node writes a join
+// token to a file, the next reads it (waiting for it) and joins.
+func TestJoinWithTokenFiles(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "join-token")
+	base1, _ := startNode(t, t.TempDir(), func(c *Config) { c.WriteJoinToken = tokenFile })
+	base2, _ := startNode(t, t.TempDir(), func(c *Config) { c.Join = base1; c.JoinTokenFile = tokenFile })
+	waitFor(t, "two voters", 30*time.Second, func() bool {
+		st := clusterStatus(t, base2)
+		return len(st.Members) == 2 && st.Leader != ""
+	})
+	info, err := os.Stat(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v, want 0600", info.Mode().Perm())
 	}
 }

@@ -3,9 +3,9 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
-	"io"
 	"os"
 	"strings"
 
@@ -32,6 +32,15 @@ type Config struct {
 	Join string `yaml:"join"`
 	// JoinToken is a token from `hubmesh cluster join-token`.
 	JoinToken string `yaml:"join_token"`
+	// JoinTokenFile names a file holding the join token (a secret is better
+	// kept in a file than on a command line). A joining node waits for the
+	// file to appear, so a compose file can hand over the token that
+	// another node writes with WriteJoinToken.
+	JoinTokenFile string `yaml:"join_token_file"`
+	// WriteJoinToken, when set, makes the node write a voter join token,
+	// valid for a day, to this path (atomically, mode 0600) once the
+	// cluster is up.
+	WriteJoinToken string `yaml:"write_join_token"`
 	// Role is voter (default) or mirror, which joins as a Raft non-voter.
 	Role string `yaml:"role"`
 	// Replicas is the replication factor R: a push is acknowledged once
@@ -88,8 +97,8 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(c.Join); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			errs = append(errs, fmt.Errorf("join %q: want the URL of a member, such as http://node1:5000", c.Join))
 		}
-		if c.JoinToken == "" {
-			errs = append(errs, errors.New("join-token: needed with --join (hubmesh cluster join-token prints one)"))
+		if c.JoinToken == "" && c.JoinTokenFile == "" {
+			errs = append(errs, errors.New("join-token: --join needs --join-token or --join-token-file (hubmesh cluster join-token prints one)"))
 		}
 	}
 	switch c.LogLevel {

@@ -56,6 +56,7 @@ type Node struct {
 	ex      *mesh.Exchange
 	meta    *consensus.Node
 	blobs   *blobs
+	cluster *cluster
 
 	// needJoin is set when the node has no state and --join was given.
 	needJoin bool
@@ -147,7 +148,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 			_, err := n.store.Stat(n.bg, d)
 			return err == nil
 		},
-		Logger:        logger.With("component", "consensus"),
+		Logger: logger.With("component", "consensus"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
@@ -181,9 +182,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("api: %w", err)
 	}
 
-	clusterAPI, err := registryapi.NewClusterHandler(&cluster{
-		meta: n.meta, host: n.host, store: n.store, log: logger.With("component", "cluster"), now: time.Now,
-	}, logger.With("component", "api"))
+	n.cluster = &cluster{meta: n.meta, host: n.host, store: n.store, log: logger.With("component", "cluster"), now: time.Now}
+	clusterAPI, err := registryapi.NewClusterHandler(n.cluster, logger.With("component", "api"))
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -233,6 +233,14 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return syncMembers(gctx, n.meta, n.host, n.log) })
 	g.Go(func() error {
 		if n.needJoin {
+			if n.cfg.JoinToken == "" {
+				tok, err := readTokenFile(gctx, n.cfg.JoinTokenFile)
+				if err != nil {
+					n.shutdown()
+					return err
+				}
+				n.cfg.JoinToken = tok
+			}
 			if err := joinCluster(gctx, n.cfg, n.self, n.host); err != nil {
 				n.shutdown()
 				return err
@@ -253,6 +261,11 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}
 		n.log.Info("serving", "http", addrs.HTTP, "p2p", addrs.P2P, "peer_id", addrs.PeerID)
+		if n.cfg.WriteJoinToken != "" {
+			if err := n.cluster.writeTokenFile(gctx, n.cfg.WriteJoinToken); err != nil {
+				n.log.Error("join token file", "err", err)
+			}
+		}
 		<-gctx.Done()
 		return n.shutdown()
 	})
