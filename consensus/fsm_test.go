@@ -566,3 +566,39 @@ func TestFSMDecodeFailurePanics(t *testing.T) {
 		})
 	}
 }
+
+func TestFSMBlobsListing(t *testing.T) {
+	h := newFSM(t)
+	var descs []hubmesh.Descriptor
+	for _, c := range []string{"a", "b", "c", "d", "e"} {
+		descs = append(descs, blobDesc(c))
+	}
+	h.mustApply(&LinkBlobs{Repo: "alice/app", Blobs: descs, Node: "n1"})
+	var got []BlobInfo
+	p := hubmesh.Page{N: 2}
+	for {
+		page, err := h.f.blobs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 2 {
+			t.Fatalf("page of %d records, asked for 2", len(page))
+		}
+		got = append(got, page...)
+		p.Last = page[len(page)-1].Digest.String()
+	}
+	if len(got) != len(descs) {
+		t.Fatalf("listed %d blobs, want %d", len(got), len(descs))
+	}
+	for i, b := range got {
+		if i > 0 && got[i-1].Digest >= b.Digest {
+			t.Errorf("not in digest order: %s then %s", got[i-1].Digest, b.Digest)
+		}
+		if len(b.Replicas) != 1 || b.Replicas[0] != "n1" || b.Size != int64(len("a")) {
+			t.Errorf("record %+v", b)
+		}
+	}
+}

@@ -301,3 +301,31 @@ func (f *stateMachine) blob(d digest.Digest) (BlobInfo, error) {
 	}
 	return BlobInfo{Digest: d, Size: rec.Size, Replicas: rec.Replicas}, nil
 }
+
+// Blobs lists blob records in digest order: at most p.N records strictly
+// after the digest p.Last. The repair worker walks it page by page.
+func (n *Node) Blobs(ctx context.Context, p hubmesh.Page) ([]BlobInfo, error) {
+	return n.fsm.blobs(p)
+}
+
+func (f *stateMachine) blobs(p hubmesh.Page) ([]BlobInfo, error) {
+	out := []BlobInfo{}
+	err := f.read(func(r reader) error {
+		var from []byte
+		if p.Last != "" {
+			from = after(key(prefixBlob, p.Last))
+		}
+		return scan(r, prefixBlob, from, p.N, func(k, v []byte) error {
+			var rec blobRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("corrupt blob record %q: %w", k, err)
+			}
+			out = append(out, BlobInfo{Digest: digest.Digest(k[len(prefixBlob):]), Size: rec.Size, Replicas: rec.Replicas})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

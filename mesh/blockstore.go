@@ -57,7 +57,7 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 
 func openChunkIndex(dir string, logger *slog.Logger) (*chunkIndex, error) {
 	db, err := pebble.Open(dir, &pebble.Options{
-		Logger:             pebbleLogger{logger.With("component", "chunk-index", "dir", dir)},
+		Logger:             pebbleLogger{logger.With("db", "chunk-index", "dir", dir)},
 		FormatMajorVersion: pebble.FormatNewest,
 	})
 	if err != nil {

@@ -28,9 +28,12 @@ const ExchangeProtocolPrefix = "/hubmesh"
 const (
 	DefaultMaxWantsInFlight = 128
 	DefaultStallTimeout     = 30 * time.Second
-	// maxWantsInFlight stays below the 1024 wants a bitswap server queues
-	// per peer; past that it silently drops wants and the fetch stalls.
-	maxWantsInFlight = 512
+	// maxWantsInFlight stays well below the wants a bitswap server queues
+	// per peer (1024 by default, raised to serverQueuedWants here): past
+	// that it silently drops wants and the fetch stalls. The margin covers
+	// the want-haves and re-sent wants bitswap adds on its own.
+	maxWantsInFlight  = 256
+	serverQueuedWants = 4096
 )
 
 // ExchangeConfig configures NewExchange.
@@ -45,7 +48,7 @@ type ExchangeConfig struct {
 	// whatever chunk size the root it is given says.
 	ChunkSize int
 	// MaxWantsInFlight bounds the chunks a fetch has asked for and not yet
-	// received. Zero means DefaultMaxWantsInFlight; at most 512.
+	// received. Zero means DefaultMaxWantsInFlight; at most 256.
 	MaxWantsInFlight int
 	// StallTimeout is how long a fetch waits for the next chunk (or for
 	// the chunk list, or to connect to a provider) before it fails with
@@ -113,7 +116,7 @@ func NewExchange(ctx context.Context, host *Host, store *Store, cfg ExchangeConf
 	if cfg.StallTimeout == 0 {
 		cfg.StallTimeout = DefaultStallTimeout
 	}
-	logger := cfg.Logger.With("component", "exchange")
+	logger := cfg.Logger
 	index, err := openChunkIndex(cfg.IndexDir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("new exchange: %w", err)
@@ -145,8 +148,11 @@ func NewExchange(ctx context.Context, host *Host, store *Store, cfg ExchangeConf
 		// Answer a want-have for a small block (a chunk list) with the
 		// block itself: the client sends at most one wantlist message per
 		// peer every 20 ms, so this saves that much on every fetch. Chunks
-		// are larger and are still only sent to the peer that wants them.
-		bitswap.WithWantHaveReplaceSize(64<<10),
+		// are larger and are still only sent to the peer that wants them
+		// (a want-have answered with a block would duplicate traffic when
+		// several peers hold the blob).
+		bitswap.WithWantHaveReplaceSize(min(64<<10, cfg.ChunkSize/2)),
+		bitswap.MaxQueuedWantlistEntriesPerPeer(serverQueuedWants),
 	)
 	return e, nil
 }

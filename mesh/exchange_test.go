@@ -252,7 +252,7 @@ func TestExchangeManyChunks(t *testing.T) {
 		window int
 	}{
 		{"300 chunks, 16 in flight", 300, 16},
-		{"2500 chunks, 512 in flight", 2500, 512},
+		{"2500 chunks, 256 in flight", 2500, 256},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -613,7 +613,7 @@ func TestNewExchangeConfigErrors(t *testing.T) {
 		"no logger":       {IndexDir: idx},
 		"no index dir":    {Logger: logger},
 		"chunk too large": {IndexDir: idx, Logger: logger, ChunkSize: MaxChunkSize + 1},
-		"window too wide": {IndexDir: idx, Logger: logger, MaxWantsInFlight: 1025},
+		"window too wide": {IndexDir: idx, Logger: logger, MaxWantsInFlight: 257},
 		"negative stall":  {IndexDir: idx, Logger: logger, StallTimeout: -time.Second},
 	} {
 		if _, err := NewExchange(t.Context(), h, store, cfg); !errors.Is(err, hubmesh.ErrInvalid) {

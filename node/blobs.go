@@ -180,11 +180,22 @@ func (b *blobs) need() int {
 	return max(1, min(b.replicas, voters))
 }
 
+// reaskEvery is how long ensureReplicas waits for the nodes it asked
+// before it asks others too.
+const reaskEvery = 3 * time.Second
+
 // ensureReplicas returns once d is on need() nodes, asking other voters
 // to copy it when it is not.
 func (b *blobs) ensureReplicas(ctx context.Context, d digest.Digest) error {
-	need := b.need()
+	return b.restore(ctx, d, b.need(), nil)
+}
+
+// restore returns once d is on need nodes that are not in dead, asking
+// voters that lack it (reachable ones first) to copy it, and asking more
+// when the first ones do not deliver within reaskEvery.
+func (b *blobs) restore(ctx context.Context, d digest.Digest, need int, dead map[string]bool) error {
 	asked := map[string]bool{}
+	var lastAsk time.Time
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -195,41 +206,54 @@ func (b *blobs) ensureReplicas(ctx context.Context, d digest.Digest) error {
 		if err != nil {
 			return err
 		}
-		if len(info.Replicas) >= need {
+		live := slices.DeleteFunc(slices.Clone(info.Replicas), func(id string) bool { return dead[id] })
+		if len(live) >= need {
 			return nil
 		}
-		if len(asked) == 0 {
-			if err := b.askReplicas(ctx, info, need, asked); err != nil {
-				b.log.Warn("replicate", "digest", d, "err", err)
-			}
+		if len(live) == 0 {
+			return fmt.Errorf("blob %s: no live node holds it: %w", d, hubmesh.ErrUnavailable)
+		}
+		if time.Since(lastAsk) >= reaskEvery {
+			info.Replicas = live
+			b.askReplicas(ctx, info, need-len(live), asked, dead)
+			lastAsk = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("blob %s is on %d of %d nodes: %w", d, len(info.Replicas), need, hubmesh.ErrUnavailable)
+			return fmt.Errorf("blob %s is on %d of %d nodes: %w", d, len(live), need, hubmesh.ErrUnavailable)
 		case <-tick.C:
 		}
 	}
 }
 
-// askReplicas asks voters that lack d to fetch it, in parallel, until
-// need nodes hold it or every candidate was asked.
-func (b *blobs) askReplicas(ctx context.Context, info consensus.BlobInfo, need int, asked map[string]bool) error {
+// askReplicas asks up to n voters that lack the blob, have not been asked
+// and are not dead to fetch it from its live holders. Reachable voters go
+// first; when every candidate was asked, the round starts over.
+func (b *blobs) askReplicas(ctx context.Context, info consensus.BlobInfo, n int, asked, dead map[string]bool) {
 	servers, err := b.meta.Servers()
 	if err != nil {
-		return err
+		b.log.Warn("replicate: raft configuration", "err", err)
+		return
 	}
 	var cands []string
 	for _, s := range servers {
-		if s.Suffrage == "voter" && !slices.Contains(info.Replicas, s.ID) {
+		if s.Suffrage == "voter" && !dead[s.ID] && !slices.Contains(info.Replicas, s.ID) {
 			cands = append(cands, s.ID)
 		}
 	}
-	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	missing := need - len(info.Replicas)
+	fresh := slices.DeleteFunc(slices.Clone(cands), func(id string) bool { return asked[id] })
+	if len(fresh) == 0 {
+		clear(asked)
+		fresh = cands
+	}
+	rand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
+	slices.SortStableFunc(fresh, func(a, c string) int {
+		return boolRank(b.reachable(a)) - boolRank(b.reachable(c))
+	})
 	req, _ := json.Marshal(blobRequest{Op: "replicate", Digest: info.Digest, Size: info.Size, Providers: info.Replicas})
-	for _, c := range cands[:min(missing, len(cands))] {
-		asked[c] = true
-		go func(peer string) {
+	for _, peer := range fresh[:min(n, len(fresh))] {
+		asked[peer] = true
+		go func() {
 			if peer == b.self {
 				if err := b.fetchAndRecord(ctx, info.Digest, info.Size, info.Replicas); err != nil {
 					b.log.Warn("replicate here", "digest", info.Digest, "err", err)
@@ -239,9 +263,18 @@ func (b *blobs) askReplicas(ctx context.Context, info consensus.BlobInfo, need i
 			if _, err := b.host.Call(ctx, peer, blobProtocol, req); err != nil {
 				b.log.Warn("replicate on peer", "digest", info.Digest, "peer", peer, "err", err)
 			}
-		}(c)
+		}()
 	}
-	return nil
+}
+
+func (b *blobs) reachable(id string) bool { return id == b.self || b.host.Connected(id) }
+
+// boolRank orders true before false.
+func boolRank(v bool) int {
+	if v {
+		return 0
+	}
+	return 1
 }
 
 // forwardSeeker lets the API seek once, forward, on a blob that is still

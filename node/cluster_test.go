@@ -153,3 +153,50 @@ func TestJoinWithTokenFiles(t *testing.T) {
 		t.Errorf("token file mode %v, want 0600", info.Mode().Perm())
 	}
 }
+
+// storeBlobs reads hubmesh_store_blobs from a node's /metrics.
+func storeBlobs(t *testing.T, base string) int {
+	t.Helper()
+	_, b := do(t, http.MethodGet, base+"/metrics", "", nil)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "hubmesh_store_blobs "); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	t.Fatal("no hubmesh_store_blobs in /metrics")
+	return 0
+}
+
+// TestRepairAfterRemove removes the node a push went to: the leader's
+// repair worker copies its blobs so that R nodes hold them again, and
+// each survivor then serves the image on its own.
+func TestRepairAfterRemove(t *testing.T) {
+	fast := func(c *Config) { c.RepairAfter = 500 * time.Millisecond }
+	base1, stop1 := startNode(t, t.TempDir(), fast)
+	tok := joinToken(t, base1, "voter", "1h")
+	join := func(c *Config) { c.Join = base1; c.JoinToken = tok; c.RepairAfter = 500 * time.Millisecond }
+	base2, stop2 := startNode(t, t.TempDir(), join)
+	base3, _ := startNode(t, t.TempDir(), join)
+	waitFor(t, "three members", 30*time.Second, func() bool { return len(clusterStatus(t, base3).Members) == 3 })
+
+	manifest, _, layer := pushImage(t, base1, "team/app", "1.0")
+	id1 := clusterStatus(t, base1).ID
+	if resp, b := do(t, http.MethodDelete, base2+"/api/v1/cluster/members/"+id1, "", nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("remove node 1: %s %s", resp.Status, b)
+	}
+	stop1()
+	waitFor(t, "both survivors to hold the layer and the config", 60*time.Second, func() bool {
+		return storeBlobs(t, base2) == 2 && storeBlobs(t, base3) == 2
+	})
+	stop2()
+	resp, got := do(t, http.MethodGet, base3+"/v2/team/app/manifests/1.0", "", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, manifest) {
+		t.Fatalf("manifest from the last node: %s", resp.Status)
+	}
+	resp, got = do(t, http.MethodGet, fmt.Sprintf("%s/v2/team/app/blobs/%s", base3, digest.FromBytes(layer)), "", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, layer) {
+		t.Fatalf("layer from the last node: %s (%d bytes)", resp.Status, len(got))
+	}
+}

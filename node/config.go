@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
@@ -46,6 +47,9 @@ type Config struct {
 	// Replicas is the replication factor R: a push is acknowledged once
 	// every blob it references is on min(R, voters) nodes.
 	Replicas int `yaml:"replicas"`
+	// RepairAfter is how long a member may stay unreachable before the
+	// leader copies the blobs it held to other nodes.
+	RepairAfter time.Duration `yaml:"repair_after"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, json or auto (text on a terminal, else json).
@@ -56,13 +60,14 @@ type Config struct {
 // libp2p on port 4001 over TCP and QUIC.
 func Default() Config {
 	return Config{
-		DataDir:   "./data",
-		HTTPAddr:  ":5000",
-		P2PAddrs:  []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
-		Role:      "voter",
-		Replicas:  2,
-		LogLevel:  "info",
-		LogFormat: "auto",
+		DataDir:     "./data",
+		HTTPAddr:    ":5000",
+		P2PAddrs:    []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		Role:        "voter",
+		Replicas:    2,
+		RepairAfter: 5 * time.Minute,
+		LogLevel:    "info",
+		LogFormat:   "auto",
 	}
 }
 
@@ -89,6 +94,9 @@ func (c Config) Validate() error {
 	case "voter", "mirror":
 	default:
 		errs = append(errs, fmt.Errorf("role %q: want voter or mirror", c.Role))
+	}
+	if c.RepairAfter <= 0 {
+		errs = append(errs, fmt.Errorf("repair-after %s: must be positive", c.RepairAfter))
 	}
 	if c.Replicas < 1 {
 		errs = append(errs, fmt.Errorf("replicas %d: want at least 1", c.Replicas))

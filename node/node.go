@@ -232,6 +232,13 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.uploads.Run(gctx) })
 	g.Go(func() error { return syncMembers(gctx, n.meta, n.host, n.log) })
 	g.Go(func() error {
+		r := &repairer{
+			blobs: n.blobs, meta: n.meta, host: n.host, after: n.cfg.RepairAfter,
+			interval: min(n.cfg.RepairAfter/2, 30*time.Second), log: n.log.With("component", "repair"),
+		}
+		return r.Run(gctx)
+	})
+	g.Go(func() error {
 		if n.needJoin {
 			if n.cfg.JoinToken == "" {
 				tok, err := readTokenFile(gctx, n.cfg.JoinTokenFile)
@@ -252,6 +259,9 @@ func (n *Node) Run(ctx context.Context) error {
 				return n.shutdown()
 			}
 			return err
+		}
+		if err := n.waitClusterInfo(gctx); err != nil {
+			return n.shutdown()
 		}
 		n.ready.Store(true)
 		addrs := n.Addrs()
@@ -274,6 +284,24 @@ func (n *Node) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// waitClusterInfo waits until the cluster identity (proposed by the first
+// leader right after bootstrap, or replicated to a joiner) is applied
+// here, so that a node that reports ready can issue join tokens.
+func (n *Node) waitClusterInfo(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, ok := n.meta.Cluster(); ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func (n *Node) shutdown() error {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -60,6 +61,16 @@ var serveSettings = []setting{
 				return fmt.Errorf("%q is not a number", v)
 			}
 			c.Replicas = n
+			return nil
+		}},
+	{"repair-after", "how long a node may stay unreachable before its blobs are copied to other nodes",
+		func(c *node.Config) string { return c.RepairAfter.String() },
+		func(c *node.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration such as 5m", v)
+			}
+			c.RepairAfter = d
 			return nil
 		}},
 	{"log-level", "debug, info, warn or error",
