@@ -167,6 +167,7 @@ func oneLine(err error) error {
 func serve(cmd *cobra.Command, cfg node.Config) error {
 	logger := newLogger(cfg)
 	mesh.SetLibp2pLogger(logger.With("component", "libp2p"))
+	mesh.SetExchangeLogger(logger.With("component", "bitswap"))
 	ctx := cmd.Context()
 	n, err := node.New(ctx, cfg, logger)
 	if err != nil {
