@@ -213,6 +213,11 @@ func (b *blobs) restore(ctx context.Context, d digest.Digest, need int, dead map
 		if len(live) == 0 {
 			return fmt.Errorf("blob %s: no live node holds it: %w", d, hubmesh.ErrUnavailable)
 		}
+		if b.meta.Stats().LeaderID == "" {
+			// Without quorum no replica can be recorded: fail now rather
+			// than hold the client until the deadline.
+			return fmt.Errorf("blob %s is on %d of %d nodes and there is no raft leader: %w", d, len(live), need, hubmesh.ErrUnavailable)
+		}
 		if time.Since(lastAsk) >= reaskEvery {
 			info.Replicas = live
 			b.askReplicas(ctx, info, need-len(live), asked, dead)
