@@ -422,6 +422,14 @@ func (t *transfer) install() error {
 // finish ends the transfer with err (nil: done): readers see the outcome,
 // the transfer leaves the exchange and the temp file goes.
 func (t *transfer) finish(err error) {
+	// Unlink the temp file before anyone learns the outcome, so that a
+	// caller who saw the transfer end never finds it behind. Readers that
+	// hold it open keep reading: the open file outlives its name.
+	if t.tmpPath != "" {
+		if rerr := os.Remove(t.tmpPath); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			t.e.logger.Warn("remove fetch temp file", "path", t.tmpPath, "err", rerr)
+		}
+	}
 	t.mu.Lock()
 	if err != nil {
 		t.state, t.err = transferFailed, err
@@ -438,11 +446,6 @@ func (t *transfer) finish(err error) {
 	t.e.mu.Unlock()
 	if t.list != nil {
 		t.e.bstore.dropLive(t)
-	}
-	if t.tmpPath != "" {
-		if rerr := os.Remove(t.tmpPath); rerr != nil {
-			t.e.logger.Warn("remove fetch temp file", "path", t.tmpPath, "err", rerr)
-		}
 	}
 	t.mu.Lock()
 	t.unref()
