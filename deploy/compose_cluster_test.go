@@ -41,7 +41,11 @@ func TestComposeCluster(t *testing.T) {
 	eventually(t, 30*time.Second, "a new leader on "+rest[0]+" and "+rest[1], func(ctx context.Context) error {
 		lead := ""
 		for _, s := range rest {
-			st, err := status(ctx, c.addr(s))
+			addr, err := c.addrTry(ctx, s)
+			if err != nil {
+				return err
+			}
+			st, err := status(ctx, addr)
 			if err != nil {
 				return err
 			}

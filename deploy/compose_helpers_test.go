@@ -119,6 +119,7 @@ func startCompose(t *testing.T) *composeCluster {
 		},
 	}
 	t.Cleanup(c.down)
+	c.t.Logf("built image %s", image)
 	start := time.Now()
 	c.composeRun("up", "--detach", "--no-color")
 	c.waitFormed(composeServices...)
@@ -134,9 +135,11 @@ func (c *composeCluster) down() {
 			c.t.Logf("docker-compose logs (last lines of each node):\n%s", logs)
 		}
 	}
+	start := time.Now()
 	if _, err := runCmd(context.Background(), c.env, c.compose, c.args("down", "--volumes", "--remove-orphans", "--timeout", "10")...); err != nil {
 		c.t.Errorf("cleanup: %v", err)
 	}
+	c.t.Logf("docker-compose down: %s", time.Since(start).Round(time.Millisecond))
 }
 
 func (c *composeCluster) args(args ...string) []string {
@@ -179,12 +182,33 @@ func (c *composeCluster) container(service string) string {
 // port is published on now; a restarted container gets a new port.
 func (c *composeCluster) addr(service string) string {
 	c.t.Helper()
-	out := c.dockerRun("port", c.container(service), "5000/tcp")
-	addr := strings.Split(out, "\n")[0]
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		c.t.Fatalf("published port of %s: %q", service, out)
+	addr, err := c.addrTry(c.t.Context(), service)
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	return addr
+}
+
+// addrTry is addr for polling loops: a container that is (re)starting has
+// no published port yet.
+func (c *composeCluster) addrTry(ctx context.Context, service string) (string, error) {
+	out, err := runCmd(ctx, nil, c.docker, "ps", "--all", "--quiet",
+		"--filter", "label=com.docker.compose.project="+c.project,
+		"--filter", "label=com.docker.compose.service="+service)
+	if err != nil {
+		return "", err
+	}
+	if out == "" || strings.Contains(out, "\n") {
+		return "", fmt.Errorf("container of %s: %q", service, out)
+	}
+	if out, err = runCmd(ctx, nil, c.docker, "port", out, "5000/tcp"); err != nil {
+		return "", err
+	}
+	addr := strings.Split(out, "\n")[0]
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", fmt.Errorf("published port of %s: %q", service, out)
+	}
+	return addr, nil
 }
 
 // clusterStatus is the part of GET /api/v1/cluster/status the tests read.
@@ -273,7 +297,11 @@ func (c *composeCluster) waitFormed(services ...string) clusterStatus {
 	eventually(c.t, composeFormTimeout, "one cluster of three live voters", func(ctx context.Context) error {
 		leader := ""
 		for _, s := range services {
-			st, err := status(ctx, c.addr(s))
+			addr, err := c.addrTry(ctx, s)
+			if err != nil {
+				return err
+			}
+			st, err := status(ctx, addr)
 			if err != nil {
 				return err
 			}
@@ -311,8 +339,11 @@ func (c *composeCluster) waitCaughtUp(service string, index uint64, timeout time
 	c.t.Helper()
 	var st clusterStatus
 	eventually(c.t, timeout, service+" catches up to index "+fmt.Sprint(index), func(ctx context.Context) error {
-		var err error
-		if st, err = status(ctx, c.addr(service)); err != nil {
+		addr, err := c.addrTry(ctx, service)
+		if err != nil {
+			return err
+		}
+		if st, err = status(ctx, addr); err != nil {
 			return err
 		}
 		if st.Leader == "" || st.Raft.AppliedIndex < index {
@@ -349,7 +380,9 @@ func (c *composeCluster) push(service, repoTag string) testImage {
 	c.dockerRun("build", "--quiet", "-t", ref, dir)
 	c.t.Cleanup(func() { _, _ = runCmd(context.Background(), nil, c.docker, "image", "rm", "--force", ref) })
 	img := testImage{repoTag: repoTag, id: c.dockerRun("image", "inspect", "--format", "{{.Id}}", ref)}
+	start := time.Now()
 	c.dockerRun("push", ref)
+	c.t.Logf("docker push %s to %s: %s", repoTag, service, time.Since(start).Round(time.Millisecond))
 	img.digest = repoDigest(c.t, c.dockerRun("image", "inspect", "--format", "{{json .RepoDigests}}", ref))
 	c.dockerRun("image", "rm", ref)
 	return img
@@ -362,7 +395,9 @@ func (c *composeCluster) pull(service string, img testImage) {
 	c.t.Helper()
 	ref := c.addr(service) + "/" + img.repoTag
 	c.t.Cleanup(func() { _, _ = runCmd(context.Background(), nil, c.docker, "image", "rm", "--force", ref) })
+	start := time.Now()
 	c.dockerRun("pull", ref)
+	c.t.Logf("docker pull %s from %s: %s", img.repoTag, service, time.Since(start).Round(time.Millisecond))
 	if id := c.dockerRun("image", "inspect", "--format", "{{.Id}}", ref); id != img.id {
 		c.t.Fatalf("%s pulled from %s: image %s, want the pushed %s", img.repoTag, service, id, img.id)
 	}

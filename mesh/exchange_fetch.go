@@ -53,6 +53,11 @@ type transfer struct {
 	changed chan struct{} // closed and replaced whenever avail or state changes
 	written []bool        // chunks written to the temp file
 	next    int           // first chunk not yet written: avail ends there
+	// inMem holds chunks the hasher will soon reach (index < hashed +
+	// hashAhead when written), so that it hashes them from memory
+	// instead of reading them back from the temp file.
+	inMem  map[int][]byte
+	hashed int // chunks the hasher has taken
 	avail   int64
 	state   transferState
 	err     error // why the transfer failed
@@ -185,11 +190,16 @@ func (t *transfer) run() {
 	err := t.start()
 	t.readyErr = err
 	close(t.ready)
+	tStart := time.Now()
 	if err == nil {
 		err = t.fetch()
 	}
+	tFetched := time.Now()
 	if err == nil {
 		err = t.install()
+	}
+	if os.Getenv("EP_DEBUG") != "" {
+		fmt.Fprintf(os.Stderr, "EPDBG start=%v fetch=%v install=%v\n", tStart.Sub(t.started), tFetched.Sub(tStart), time.Since(tFetched))
 	}
 	t.finish(err)
 	if err != nil {
@@ -228,9 +238,15 @@ func (t *transfer) start() error {
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", t.d, err)
 	}
+	if err := preallocate(f, l.size); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("fetch %s: reserve %d bytes: %w", t.d, l.size, err)
+	}
 	t.mu.Lock()
 	t.list, t.rootData, t.f, t.tmpPath = l, blk.RawData(), f, f.Name()
 	t.written = make([]bool, len(l.sums))
+	t.inMem = make(map[int][]byte)
 	t.mu.Unlock()
 	t.sess = sess
 	e.bstore.addLive(t)
@@ -240,16 +256,20 @@ func (t *transfer) start() error {
 // connect dials the providers at once and succeeds when at least one
 // connection stands.
 func (t *transfer) connect(ctx context.Context) error {
-	errs := make([]error, len(t.providers))
-	var wg sync.WaitGroup
-	for i, p := range t.providers {
-		wg.Go(func() { errs[i] = t.e.host.Connect(ctx, p.String()) })
+	// Return at the first connection that stands: a provider that is down
+	// must not hold the fetch for a whole dial timeout. The other dials go
+	// on (bounded by ctx) and join the swarm when they succeed.
+	results := make(chan error, len(t.providers))
+	for _, p := range t.providers {
+		go func() { results <- t.e.host.Connect(ctx, p.String()) }()
 	}
-	wg.Wait()
-	for _, err := range errs {
+	var errs []error
+	for range t.providers {
+		err := <-results
 		if err == nil {
 			return nil
 		}
+		errs = append(errs, err)
 	}
 	return fmt.Errorf("fetch %s: no provider reachable: %w", t.d, errors.Join(errs...))
 }
@@ -293,6 +313,7 @@ func (t *transfer) fetch() error {
 	window := e.cfg.MaxWantsInFlight
 	batch := max(1, window/4) // ask in batches, not one GetBlocks per chunk
 	next, inflight, remaining := 0, 0, len(order)
+	unsynced := 0
 	stall := time.NewTimer(e.cfg.StallTimeout)
 	defer stall.Stop()
 	for remaining > 0 {
@@ -328,6 +349,13 @@ func (t *transfer) fetch() error {
 			if err := t.write(idx, b.RawData()); err != nil {
 				return err
 			}
+			// Start writing the chunks to disk as they come (every
+			// writebackEvery bytes), so that the fsync before install
+			// finds little left to do.
+			if unsynced += len(idx) * len(b.RawData()); unsynced >= writebackEvery {
+				startWriteback(t.f)
+				unsynced = 0
+			}
 			// Peers that asked this node for the chunk get it now.
 			if err := e.bs.Server.NotifyNewBlocks(ctx, b); err != nil {
 				e.logger.Debug("notify new block", "cid", b.Cid(), "err", err)
@@ -360,6 +388,9 @@ func (t *transfer) write(idx []int, data []byte) error {
 	defer t.mu.Unlock()
 	for _, i := range idx {
 		t.written[i] = true
+		if i < t.hashed+hashAhead {
+			t.inMem[i] = data
+		}
 	}
 	moved := false
 	for t.next < len(t.written) && t.written[t.next] {
@@ -373,27 +404,38 @@ func (t *transfer) write(idx []int, data []byte) error {
 	return nil
 }
 
-// hash reads the temp file in order as it fills and checks the blob's
-// digest. It returns early with the transfer's error if it fails.
+// hashAhead is how many chunks past the hasher's position write keeps in
+// memory for it (see transfer.inMem). Chunks arrive roughly in order, so
+// most are hashed from memory; the others are read back from the temp
+// file. It bounds the memory a transfer holds to hashAhead chunks.
+const hashAhead = 16
+
+// hash hashes the blob's chunks in order as they are written and checks
+// the blob's digest. It returns early with the transfer's error if it
+// fails.
 func (t *transfer) hash(ctx context.Context) error {
 	h, _ := newHash(t.d.Algorithm()) // t.d passed checkDigest
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	var off int64
-	for off < t.size {
-		avail, _, err := t.waitAvail(ctx, off)
-		if err != nil {
+	var buf []byte
+	for i := range t.list.sums {
+		off, n := t.list.chunkRange(i)
+		if _, _, err := t.waitAvail(ctx, off); err != nil {
 			return fmt.Errorf("fetch %s: %w", t.d, err)
 		}
-		for off < avail {
-			n := min(int64(len(buf)), avail-off)
-			if _, err := t.f.ReadAt(buf[:n], off); err != nil {
+		t.mu.Lock()
+		data := t.inMem[i]
+		delete(t.inMem, i)
+		t.hashed = i + 1
+		t.mu.Unlock()
+		if data == nil {
+			if buf == nil {
+				buf = make([]byte, t.list.chunkSize)
+			}
+			data = buf[:n]
+			if _, err := t.f.ReadAt(data, off); err != nil {
 				return fmt.Errorf("fetch %s: read back temp file: %w", t.d, err)
 			}
-			h.Write(buf[:n])
-			off += n
 		}
+		h.Write(data)
 	}
 	if got := digest.NewDigest(t.d.Algorithm(), h); got != t.d {
 		return fmt.Errorf("fetch %s: peers sent content with digest %s: %w", t.d, got, hubmesh.ErrDigestMismatch)
@@ -404,13 +446,25 @@ func (t *transfer) hash(ctx context.Context) error {
 // install makes the verified temp file durable, moves it into the store
 // and records its chunks, so that this node serves the blob from now on.
 func (t *transfer) install() error {
+	t0 := time.Now()
 	if err := t.f.Sync(); err != nil {
 		return fmt.Errorf("fetch %s: sync: %w", t.d, err)
+	}
+	if os.Getenv("EP_DEBUG") != "" {
+		fmt.Fprintf(os.Stderr, "EPDBG sync=%v\n", time.Since(t0))
+	}
+	// Every chunk written matched its CID and the whole file its digest.
+	// adopt renames the file (same inode, same modification time) unless
+	// the store already has the blob, whose file is then not this one.
+	info, err := t.f.Stat()
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", t.d, err)
 	}
 	if err := t.e.store.adopt(t.tmpPath, t.d, t.size); err != nil {
 		return fmt.Errorf("fetch %s: install: %w", t.d, err)
 	}
 	t.tmpPath = "" // adopt took it
+	t.e.bstore.checks.mark(t.d, info, -1)
 	if err := t.e.index.add(t.list, t.rootData); err != nil {
 		// The blob is stored; only serving it to peers is affected until
 		// ChunkRoot indexes it again.
@@ -437,6 +491,7 @@ func (t *transfer) finish(err error) {
 		t.state = transferDone
 		t.avail = t.size
 	}
+	t.inMem = nil
 	t.broadcast()
 	t.mu.Unlock()
 	close(t.finished)

@@ -93,6 +93,8 @@ func (b *blobs) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	return info.Size, nil
 }
 
+// others returns the holders other than this node, those it is connected
+// to first, in random order otherwise (to spread the load).
 func (b *blobs) others(replicas []string) []string {
 	var out []string
 	for _, r := range replicas {
@@ -101,15 +103,24 @@ func (b *blobs) others(replicas []string) []string {
 		}
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	slices.SortStableFunc(out, func(a, c string) int {
+		return boolRank(b.reachable(a)) - boolRank(b.reachable(c))
+	})
 	return out
 }
+
+// rootTimeout bounds one holder's answer to a chunk-root request, so that a
+// holder that is down costs little before the next is asked.
+const rootTimeout = 3 * time.Second
 
 // root asks the holders, one after the other, for the chunk root of d.
 func (b *blobs) root(ctx context.Context, d digest.Digest, providers []string) (string, error) {
 	req, _ := json.Marshal(blobRequest{Op: "root", Digest: d})
 	var errs []error
 	for _, p := range providers {
-		out, err := b.host.Call(ctx, p, blobProtocol, req)
+		cctx, cancel := context.WithTimeout(ctx, rootTimeout)
+		out, err := b.host.Call(cctx, p, blobProtocol, req)
+		cancel()
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -180,9 +191,13 @@ func (b *blobs) need() int {
 	return max(1, min(b.replicas, voters))
 }
 
-// reaskEvery is how long ensureReplicas waits for the nodes it asked
-// before it asks others too.
-const reaskEvery = 3 * time.Second
+// reaskFirst and reaskEvery are how long restore waits for the nodes it
+// asked before it asks others too: soon the first time (a peer that just
+// dropped off may still look connected), then less often.
+const (
+	reaskFirst = time.Second
+	reaskEvery = 3 * time.Second
+)
 
 // ensureReplicas returns once d is on need() nodes, asking other voters
 // to copy it when it is not.
@@ -196,6 +211,7 @@ func (b *blobs) ensureReplicas(ctx context.Context, d digest.Digest) error {
 func (b *blobs) restore(ctx context.Context, d digest.Digest, need int, dead map[string]bool) error {
 	asked := map[string]bool{}
 	var lastAsk time.Time
+	wait := reaskFirst
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -218,7 +234,10 @@ func (b *blobs) restore(ctx context.Context, d digest.Digest, need int, dead map
 			// than hold the client until the deadline.
 			return fmt.Errorf("blob %s is on %d of %d nodes and there is no raft leader: %w", d, len(live), need, hubmesh.ErrUnavailable)
 		}
-		if time.Since(lastAsk) >= reaskEvery {
+		if lastAsk.IsZero() || time.Since(lastAsk) >= wait {
+			if !lastAsk.IsZero() {
+				wait = reaskEvery
+			}
 			info.Replicas = live
 			b.askReplicas(ctx, info, need-len(live), asked, dead)
 			lastAsk = time.Now()

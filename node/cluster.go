@@ -280,8 +280,12 @@ func readTokenFile(ctx context.Context, path string) (string, error) {
 	}
 }
 
-// writeTokenFile waits until the cluster has its identity, then writes a
-// voter join token valid for a day to path, atomically.
+// tokenFileTTL is the validity of a token written by --write-join-token;
+// the file is rewritten every half of it, so it always holds a valid one.
+const tokenFileTTL = 24 * time.Hour
+
+// writeTokenFile waits until the cluster has its identity, then keeps a
+// valid voter join token in path (written atomically) until ctx ends.
 func (c *cluster) writeTokenFile(ctx context.Context, path string) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -295,13 +299,21 @@ func (c *cluster) writeTokenFile(ctx context.Context, path string) error {
 		case <-tick.C:
 		}
 	}
-	tok, err := c.CreateJoinToken(ctx, "voter", 24*time.Hour)
-	if err != nil {
-		return fmt.Errorf("write-join-token: %w", err)
+	refresh := time.NewTicker(tokenFileTTL / 2)
+	defer refresh.Stop()
+	for {
+		tok, err := c.CreateJoinToken(ctx, "voter", tokenFileTTL)
+		if err != nil {
+			return fmt.Errorf("write-join-token: %w", err)
+		}
+		if err := writeFileAtomic(path, []byte(tok.Token+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write-join-token: %w", err)
+		}
+		c.log.Info("wrote join token", "path", path, "expires", tok.ExpiresAt)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-refresh.C:
+		}
 	}
-	if err := writeFileAtomic(path, []byte(tok.Token+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write-join-token: %w", err)
-	}
-	c.log.Info("wrote join token", "path", path, "expires", tok.ExpiresAt)
-	return nil
 }

@@ -272,9 +272,12 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		n.log.Info("serving", "http", addrs.HTTP, "p2p", addrs.P2P, "peer_id", addrs.PeerID)
 		if n.cfg.WriteJoinToken != "" {
-			if err := n.cluster.writeTokenFile(gctx, n.cfg.WriteJoinToken); err != nil {
-				n.log.Error("join token file", "err", err)
-			}
+			g.Go(func() error {
+				if err := n.cluster.writeTokenFile(gctx, n.cfg.WriteJoinToken); err != nil {
+					n.log.Error("join token file", "err", err)
+				}
+				return nil
+			})
 		}
 		<-gctx.Done()
 		return n.shutdown()

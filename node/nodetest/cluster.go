@@ -53,6 +53,11 @@ type Status struct {
 		LastIndex    uint64 `json:"last_index"`
 		AppliedIndex uint64 `json:"applied_index"`
 	} `json:"raft"`
+	// Blobs counts what the answering node holds in its own store.
+	Blobs struct {
+		Count int64 `json:"count"`
+		Bytes int64 `json:"bytes"`
+	} `json:"blobs"`
 	Members []Member `json:"members"`
 }
 

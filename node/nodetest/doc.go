@@ -1,7 +1,10 @@
 // Package nodetest runs the real hubmesh binary in tests: it builds the
 // binary once per test binary, starts `hubmesh serve` on loopback with port 0,
 // learns the addresses from the addr file, streams the process output to
-// t.Log, and kills, stops and restarts it. It also finds the client tools the
+// t.Log, and kills, stops and restarts it. It starts clusters of such
+// processes too (StartCluster, Join), joining them with tokens from the
+// real `hubmesh cluster join-token`, and reads their cluster status to find
+// the leader (Leader, WaitStatus). It also finds the client tools the
 // end-to-end tests drive (crane, regctl, oras, skopeo, the OCI conformance
 // suite, docker) and decides whether a missing one skips or fails the test.
 //

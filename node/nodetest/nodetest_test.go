@@ -67,6 +67,10 @@ func fakeServe(args []string) int {
 			_, _ = w.Write(b)
 			return
 		}
+		if r.URL.Path == "/api/v1/cluster/status" {
+			_, _ = fmt.Fprintf(w, `{"id":"fake","leader":"fake","members":[{"id":"fake","role":"voter","leader":true,"http":%q,"state":"alive"}]}`, ln.Addr().String())
+			return
+		}
 		if r.URL.Path != "/readyz" {
 			http.NotFound(w, r)
 		}

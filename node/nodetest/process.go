@@ -65,6 +65,7 @@ type Process struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
 	ended  bool          // the test ended this run (Kill or Stop)
+	paused bool          // stopped with SIGSTOP by Pause
 	state  *os.ProcessState
 	addrs  Addrs
 }
@@ -156,6 +157,37 @@ func (p *Process) Kill() {
 	p.t.Logf("%s: killed (SIGKILL)", p.name)
 }
 
+// Pause stops the process with SIGSTOP: it keeps its sockets open but
+// answers nothing, like a paused container or a node cut off the network.
+// Requests sent to it wait (bound them with a timeout) until Resume.
+func (p *Process) Pause() {
+	p.t.Helper()
+	if !p.Running() {
+		p.t.Fatalf("%s: Pause: process already exited: %v", p.name, p.exitState())
+	}
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		p.t.Fatalf("%s: SIGSTOP: %v", p.name, err)
+	}
+	p.setPaused(true)
+	p.t.Logf("%s: paused (SIGSTOP)", p.name)
+}
+
+// Resume continues a process stopped by Pause (SIGCONT).
+func (p *Process) Resume() {
+	p.t.Helper()
+	if err := p.signal(syscall.SIGCONT); err != nil {
+		p.t.Fatalf("%s: SIGCONT: %v", p.name, err)
+	}
+	p.setPaused(false)
+	p.t.Logf("%s: resumed (SIGCONT)", p.name)
+}
+
+func (p *Process) setPaused(v bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = v
+}
+
 // Stop sends SIGTERM, waits for the process to exit and fails the test
 // unless it exited with status 0.
 func (p *Process) Stop() {
@@ -166,6 +198,12 @@ func (p *Process) Stop() {
 	p.setEnded()
 	if err := p.signal(syscall.SIGTERM); err != nil {
 		p.t.Fatalf("%s: SIGTERM: %v", p.name, err)
+	}
+	p.mu.Lock()
+	paused := p.paused
+	p.mu.Unlock()
+	if paused { // a stopped process handles SIGTERM only once continued
+		p.Resume()
 	}
 	start := time.Now()
 	if err := p.wait(p.t.Context(), DefaultStopTimeout); err != nil {
@@ -232,7 +270,7 @@ func (p *Process) start() {
 	}
 	exited := make(chan struct{})
 	p.mu.Lock()
-	p.cmd, p.exited, p.state, p.addrs, p.ended = cmd, exited, nil, Addrs{}, false
+	p.cmd, p.exited, p.state, p.addrs, p.ended, p.paused = cmd, exited, nil, Addrs{}, false, false
 	p.mu.Unlock()
 	go func() {
 		_ = cmd.Wait()
