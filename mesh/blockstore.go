@@ -7,8 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/cockroachdb/pebble"
@@ -210,10 +210,14 @@ type liveChunk struct {
 // Its blocks are not stored anywhere of their own: a chunk is a range of a
 // blob file in the Store (found through the chunk index) or of the temp
 // file of a fetch in progress, and a root is an index entry (or held by
-// the fetch in progress). Every chunk
-// read is checked against its CID before it is handed out, so a corrupt
-// blob file is never served; the request is answered as if the block were
-// absent and the corruption logged.
+// the fetch in progress). A chunk read from a blob file is checked
+// against its CID before it is handed out, so a corrupt blob file is not
+// served; the request is answered as if the block were absent and the
+// corruption logged. Each chunk is hashed once per version of its file
+// (see fileChecks): blob files are verified when stored and never
+// rewritten, and the receiving peer checks every chunk's CID and the
+// whole digest anyway, so re-hashing every chunk on every send would only
+// cost CPU.
 //
 // Put, PutMany and DeleteBlock are refused: blocks enter only through
 // Exchange (a fetched blob is installed whole into the Store) and leave
@@ -223,9 +227,100 @@ type blobBlockstore struct {
 	index  *chunkIndex
 	logger *slog.Logger
 
+	checks fileChecks
+
 	mu        sync.RWMutex
 	live      map[[sha256.Size]byte][]liveChunk
 	liveRoots map[[sha256.Size]byte]*transfer
+}
+
+func newBlobBlockstore(store *Store, index *chunkIndex, logger *slog.Logger) *blobBlockstore {
+	return &blobBlockstore{
+		store: store, index: index, logger: logger,
+		checks:    fileChecks{blobs: make(map[digest.Digest]*fileCheck)},
+		live:      make(map[[sha256.Size]byte][]liveChunk),
+		liveRoots: make(map[[sha256.Size]byte]*transfer),
+	}
+}
+
+// maxFileChecks bounds the blob files fileChecks remembers; past it an
+// arbitrary one is forgotten (its chunks are hashed again when served).
+const maxFileChecks = 4096
+
+// fileChecks remembers which chunks of which blob files were found to
+// match their CIDs, together with the identity of the file they were read
+// from (device and inode, size, modification time, as seen before the
+// read). A chunk counts as checked only while its blob file still has
+// that identity: a file replaced, truncated or written to since is hashed
+// again. Chunks hashed while computing a chunk list (ChunkRoot) or while
+// fetching a blob count as checked. Nothing is persisted: after a restart
+// every chunk is hashed again the first time it is served.
+type fileChecks struct {
+	mu    sync.Mutex
+	blobs map[digest.Digest]*fileCheck
+}
+
+// fileCheck is what fileChecks knows of one blob file.
+type fileCheck struct {
+	info os.FileInfo
+	all  bool               // every chunk matched
+	offs map[int64]struct{} // else: the offsets of chunks that matched
+}
+
+// sameFile reports whether a and b describe one unchanged file.
+func sameFile(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// checked reports whether the chunk at off of blob d, whose file is now
+// described by info, matched its CID before.
+func (c *fileChecks) checked(d digest.Digest, info os.FileInfo, off int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fc := c.blobs[d]
+	if fc == nil || !sameFile(fc.info, info) {
+		return false
+	}
+	if fc.all {
+		return true
+	}
+	_, ok := fc.offs[off]
+	return ok
+}
+
+// mark records that the chunk at off (every chunk when off < 0) of blob d,
+// read from the file described by info, matched its CID.
+func (c *fileChecks) mark(d digest.Digest, info os.FileInfo, off int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fc := c.blobs[d]
+	if fc == nil || !sameFile(fc.info, info) {
+		if fc == nil && len(c.blobs) >= maxFileChecks {
+			for k := range c.blobs {
+				delete(c.blobs, k)
+				break
+			}
+		}
+		fc = &fileCheck{info: info}
+		c.blobs[d] = fc
+	}
+	switch {
+	case fc.all:
+	case off < 0:
+		fc.all, fc.offs = true, nil
+	default:
+		if fc.offs == nil {
+			fc.offs = make(map[int64]struct{})
+		}
+		fc.offs[off] = struct{}{}
+	}
+}
+
+// forget drops what c knows of blob d.
+func (c *fileChecks) forget(d digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.blobs, d)
 }
 
 var errReadOnly = fmt.Errorf("blocks are added only by fetching whole blobs: %w", hubmesh.ErrInvalid)
@@ -302,17 +397,21 @@ func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
 		return nil, err
 	}
 	for _, loc := range locs {
-		data, err := bs.readRange(ctx, loc)
+		data, info, err := bs.readRange(ctx, loc)
 		if err != nil {
 			if !errors.Is(err, hubmesh.ErrBlobUnknown) {
 				bs.logger.Warn("read chunk", "cid", c, "blob", loc.digest, "err", err)
 			}
 			continue
 		}
+		if bs.checks.checked(loc.digest, info, loc.off) {
+			return data, nil
+		}
 		if sha256.Sum256(data) != sum {
 			bs.logger.Error("blob file does not match its chunk list; not serving it", "blob", loc.digest, "offset", loc.off, "cid", c)
 			continue
 		}
+		bs.checks.mark(loc.digest, info, loc.off)
 		return data, nil
 	}
 	for _, lc := range bs.liveRefs(sum) {
@@ -323,25 +422,30 @@ func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return nil, notFound(c)
 }
 
-// readRange reads loc from its blob file.
-func (bs *blobBlockstore) readRange(ctx context.Context, loc chunkLoc) ([]byte, error) {
-	f, size, err := bs.store.Open(ctx, loc.digest)
+// readRange reads loc from its blob file. It also returns what the file
+// was (see fileChecks) before the read.
+func (bs *blobBlockstore) readRange(ctx context.Context, loc chunkLoc) ([]byte, os.FileInfo, error) {
+	rc, _, err := bs.store.Open(ctx, loc.digest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer f.Close()
-	if loc.off+loc.n > size {
-		return nil, fmt.Errorf("chunk at %d+%d beyond the blob's %d bytes", loc.off, loc.n, size)
+	defer rc.Close()
+	f, ok := rc.(*os.File)
+	if !ok {
+		return nil, nil, fmt.Errorf("blob %s: store did not open a file", loc.digest)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("blob %s: %w", loc.digest, err)
+	}
+	if size := info.Size(); loc.off+loc.n > size {
+		return nil, nil, fmt.Errorf("chunk at %d+%d beyond the blob's %d bytes", loc.off, loc.n, size)
 	}
 	buf := make([]byte, loc.n)
-	ra, ok := f.(io.ReaderAt)
-	if !ok {
-		return nil, fmt.Errorf("blob %s: store file does not support ReadAt", loc.digest)
+	if _, err := f.ReadAt(buf, loc.off); err != nil {
+		return nil, nil, fmt.Errorf("read %d bytes at %d: %w", loc.n, loc.off, err)
 	}
-	if _, err := ra.ReadAt(buf, loc.off); err != nil {
-		return nil, fmt.Errorf("read %d bytes at %d: %w", loc.n, loc.off, err)
-	}
-	return buf, nil
+	return buf, info, nil
 }
 
 // size returns the size of block c without reading it, or an

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -129,13 +130,21 @@ func NewExchange(ctx context.Context, host *Host, store *Store, cfg ExchangeConf
 		index:     index,
 		transfers: make(map[digest.Digest]*transfer),
 	}
-	e.bstore = &blobBlockstore{store: store, index: index, logger: logger, live: make(map[[32]byte][]liveChunk), liveRoots: make(map[[32]byte]*transfer)}
+	e.bstore = newBlobBlockstore(store, index, logger)
 	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	net := bsnet.NewFromIpfsHost(host.h, bsnet.Prefix(ExchangeProtocolPrefix))
 	e.bs = bitswap.New(e.ctx, net, nil, e.bstore,
 		// Received blocks are never in the blockstore before they arrive;
 		// checking costs a lookup per block for a statistic.
 		bitswap.WithoutDuplicatedBlockStats(),
+		// No simulated DONT_HAVEs: bitswap would fake one for every
+		// want-block not answered within twice the recent message latency
+		// (50 ms at least), which a peer streaming a deep queue of 1 MiB
+		// chunks misses all the time; after 16 of them the peer is dropped
+		// from the session and the fetch stalls. Hubmesh peers answer
+		// DONT_HAVE themselves, a lost peer disconnects, and a peer that
+		// stops answering is caught by StallTimeout.
+		bitswap.SetSimulateDontHavesOnTimeout(false),
 		// Tuning for 1 MiB blocks on fast links: let a peer have several
 		// blocks in the send pipeline instead of one (the default 1 MiB),
 		// and read and send blocks with more workers.
@@ -188,12 +197,22 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 		return root.String(), nil
 	}
 	v, err, _ := e.roots.Do(string(d), func() (any, error) {
-		f, size, err := e.store.Open(ctx, d)
+		rc, _, err := e.store.Open(ctx, d)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		l, err := chunkBlob(ctx, d, size, int64(e.cfg.ChunkSize), f)
+		defer rc.Close()
+		f, ok := rc.(*os.File)
+		if !ok {
+			return nil, fmt.Errorf("blob %s: store did not open a file", d)
+		}
+		// What the file was before it is read: the chunks hashed here
+		// need no hashing when served while it stays so.
+		info, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		l, err := chunkBlob(ctx, d, info.Size(), int64(e.cfg.ChunkSize), f)
 		if err != nil {
 			return nil, err
 		}
@@ -201,6 +220,7 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 		if err := e.index.add(l, data); err != nil {
 			return nil, err
 		}
+		e.bstore.checks.mark(d, info, -1)
 		return blockCID(data), nil
 	})
 	if err != nil {
@@ -216,6 +236,7 @@ func (e *Exchange) Forget(ctx context.Context, d digest.Digest) error {
 	if err := checkDigest(d); err != nil {
 		return err
 	}
+	e.bstore.checks.forget(d)
 	if err := e.index.forget(d); err != nil {
 		return fmt.Errorf("forget %s: %w", d, err)
 	}
