@@ -229,7 +229,9 @@ func onLeader[T any](ctx context.Context, n *Node, op string,
 			err = fmt.Errorf("%w: no leader known", hubmesh.ErrUnavailable)
 		default:
 			actx, cancel := context.WithDeadline(ctx, deadline)
+			stop := n.cancelOnNewLeader(actx, leader, cancel)
 			res, err = remote(actx, leader)
+			stop()
 			cancel()
 		}
 		if err == nil {
@@ -255,6 +257,38 @@ func onLeader[T any](ctx context.Context, n *Node, op string,
 		t.Stop()
 		backoff = min(2*backoff, forwardBackoffMax)
 	}
+}
+
+// leaderWatchInterval paces the check, while a call is forwarded, that
+// the node it went to is still the leader this node knows.
+const leaderWatchInterval = 25 * time.Millisecond
+
+// cancelOnNewLeader cancels a call forwarded to leader as soon as this
+// node learns of another leader. A leader that is cut off (partitioned,
+// frozen) keeps the call open without answering; the others elect a new
+// leader within an election timeout, and the call is better retried there
+// than held until the forwarding deadline. The caller must call stop once
+// the call returned.
+func (n *Node) cancelOnNewLeader(ctx context.Context, leader string, cancel context.CancelFunc) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(leaderWatchInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if id, _ := n.Leader(); id != "" && id != leader {
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // ReadBarrier makes this node's state at least as new as every write the

@@ -17,12 +17,24 @@ import (
 // ctx as hubmesh.ErrUnavailable, and does not let the caller wait past its
 // ctx.
 type rpcNet struct {
-	mu    sync.Mutex
-	nodes map[string]*Node
-	cut   map[string]bool
+	mu     sync.Mutex
+	nodes  map[string]*Node
+	cut    map[string]bool
+	frozen map[string]bool
 }
 
-func newRPCNet() *rpcNet { return &rpcNet{nodes: map[string]*Node{}, cut: map[string]bool{}} }
+func newRPCNet() *rpcNet {
+	return &rpcNet{nodes: map[string]*Node{}, cut: map[string]bool{}, frozen: map[string]bool{}}
+}
+
+// freeze makes calls to id connect but never answer (on), as a frozen or
+// partitioned process whose connections stay open does; they end only
+// with the caller's ctx.
+func (r *rpcNet) freeze(id string, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.frozen[id] = on
+}
 
 // client returns the RPC client of the node from.
 func (r *rpcNet) client(from string) RPCClient { return &rpcClient{net: r, from: from} }
@@ -52,9 +64,14 @@ func (c *rpcClient) Call(ctx context.Context, peerID, protocol string, req []byt
 	c.net.mu.Lock()
 	target, ok := c.net.nodes[peerID]
 	cut := c.net.cut[c.from] || c.net.cut[peerID]
+	frozen := c.net.frozen[peerID]
 	c.net.mu.Unlock()
 	if !ok || cut {
 		return nil, fmt.Errorf("call %s: %w: cannot connect", peerID, hubmesh.ErrUnavailable)
+	}
+	if frozen {
+		<-ctx.Done()
+		return nil, fmt.Errorf("call %s: %w: %w", peerID, hubmesh.ErrUnavailable, ctx.Err())
 	}
 	type result struct {
 		out []byte

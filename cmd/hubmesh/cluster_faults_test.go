@@ -20,8 +20,11 @@ import (
 )
 
 // writesResumeWithin is the bound on how long a cluster refuses
-// writes after its leader is killed.
+// writes after its leader is killed. It holds for a frozen leader too,
+// whose connections stay open: forwarded writes and replication requests
+// stuck on it are moved to the other nodes.
 const writesResumeWithin = 5 * time.Second
+
 
 // clusterPush is one push of a concurrent stream.
 type clusterPush struct {
@@ -242,11 +245,14 @@ func TestClusterKillReplicaHolder(t *testing.T) {
 		}
 		images = append(images, p)
 	}
+	// Its own store holds every layer and config pushed through it.
 	st, err := holder.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("the holder's status before the kill: %+v", st)
+	if st.Blobs.Count < int64(2*len(images)) {
+		t.Fatalf("the node pushed through holds %d blobs, want at least %d", st.Blobs.Count, 2*len(images))
+	}
 
 	holder.Kill()
 	survivors := followers(procs, holder)
@@ -319,7 +325,7 @@ func TestClusterNoQuorum(t *testing.T) {
 			t.Fatalf("%s without quorum: %s, Retry-After %q; want 503 with Retry-After", what, r, r.Header.Get("Retry-After"))
 		}
 		if !slices.Contains(r.Codes(), "UNAVAILABLE") {
-			t.Logf("%s: 503 with codes %v", what, r.Codes())
+			t.Errorf("%s without quorum: error codes %v, want UNAVAILABLE", what, r.Codes())
 		}
 		t.Logf("%s refused in %s: %s (Retry-After %s)", what, took.Round(time.Millisecond), r, r.Header.Get("Retry-After"))
 	}
@@ -359,4 +365,91 @@ func TestClusterNoQuorum(t *testing.T) {
 			t.Errorf("GET an unknown tag without quorum: %s, want 404", r)
 		}
 	})
+}
+
+// TestClusterPauseLeader freezes the leader with SIGSTOP, as a partition
+// or a paused container would: the other two elect a leader and take
+// writes within 5 s; a manifest PUT sent to the frozen leader is either
+// refused with 503 or, if acknowledged, durable everywhere; once resumed,
+// the old leader follows the new one, has caught up and takes writes.
+func TestClusterPauseLeader(t *testing.T) {
+	procs := nodetest.StartCluster(t, 3, nodetest.Options{})
+	ctx := t.Context()
+	old := nodetest.Leader(t, procs, time.Minute)
+	others := followers(procs, old)
+	oldReg := newRegistry(old.URL())
+
+	// The blobs of a push are on the old leader before it freezes; its
+	// manifest PUT will be sent while it is frozen.
+	stale := randomImage(t, 64<<10)
+	for _, b := range []struct {
+		mt      string
+		content []byte
+	}{{stale.LayerDesc.MediaType, stale.Layer}, {stale.ConfigDesc.MediaType, stale.Config}} {
+		if _, err := oldReg.pushBlob(ctx, "pause/stale", b.mt, b.content); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	paused := time.Now()
+	old.Pause()
+	type result struct {
+		r   response
+		err error
+	}
+	staleDone := make(chan result, 1)
+	go func() {
+		c := &registry{base: old.URL(), client: &http.Client{Timeout: 2 * time.Minute}}
+		r, err := c.do(ctx, http.MethodPut, "/v2/pause/stale/manifests/1", http.Header{"Content-Type": {ocispec.MediaTypeImageManifest}}, bytes.NewReader(stale.Manifest))
+		staleDone <- result{r, err}
+	}()
+
+	resumed, failures := probeWrite(t, others, "pause/probe", time.Minute)
+	if resumed.IsZero() {
+		t.Fatalf("no write succeeded through the other nodes within a minute of the pause; attempts:\n%v", failures)
+	}
+	took := resumed.Sub(paused)
+	t.Logf("writes resumed %s after the leader froze (%d refused attempts)", took.Round(time.Millisecond), len(failures))
+	if took > writesResumeWithin {
+		t.Errorf("writes resumed %s after the leader froze, want within %s; refused attempts:\n%v", took.Round(time.Millisecond), writesResumeWithin, failures)
+	}
+	during := randomImage(t, 96<<10)
+	if err := newRegistry(others[1].URL()).push(ctx, "pause/during", "1", during); err != nil {
+		t.Fatalf("push while the old leader is frozen: %v", err)
+	}
+
+	old.Resume()
+	var res result
+	select {
+	case res = <-staleDone:
+	case <-time.After(time.Minute):
+		t.Fatal("the manifest PUT sent to the frozen leader got no answer within a minute of resuming it")
+	}
+	if res.err != nil {
+		t.Fatalf("manifest PUT sent to the frozen leader: %v", res.err)
+	}
+	t.Logf("manifest PUT sent to the frozen leader answered %s", res.r)
+	newLeader := nodetest.Leader(t, procs, time.Minute)
+	if newLeader == old {
+		t.Logf("the old leader won a later election (allowed)")
+	}
+	switch res.r.Status {
+	case http.StatusCreated:
+		requirePulledEverywhere(t, procs, "pause/stale", "1", stale)
+	case http.StatusServiceUnavailable:
+		if res.r.Header.Get("Retry-After") == "" {
+			t.Errorf("503 without Retry-After")
+		}
+	default:
+		t.Errorf("manifest PUT sent to the frozen leader: %s, want 201 or 503", res.r)
+	}
+
+	// The old leader caught up with what was pushed while it was frozen,
+	// and writes through it work again.
+	requirePulledEverywhere(t, []*nodetest.Process{old}, "pause/during", "1", during)
+	after := randomImage(t, 32<<10)
+	if err := oldReg.push(ctx, "pause/after", "1", after); err != nil {
+		t.Fatalf("push through the resumed node: %v", err)
+	}
+	requirePulledEverywhere(t, procs, "pause/after", "1", after)
 }

@@ -191,7 +191,11 @@ func TestClusterJoinRefused(t *testing.T) {
 		t.Fatalf("join token %q is not prefix.payload.signature", good)
 	}
 	sig := []byte(parts[2])
-	sig[0] = map[bool]byte{true: 'B', false: 'A'}[sig[0] == 'A'] // alter one character
+	if sig[0] == 'A' { // alter one character of the signature
+		sig[0] = 'B'
+	} else {
+		sig[0] = 'A'
+	}
 	forged := parts[0] + "." + parts[1] + "." + string(sig)
 	foreign := nodetest.JoinToken(t, other)
 
