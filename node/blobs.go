@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/hubmesh/hubmesh"
 	"github.com/hubmesh/hubmesh/consensus"
@@ -44,6 +45,8 @@ type blobResponse struct {
 // also keeps pushes durable: blobs are copied to R nodes and a manifest is
 // acknowledged only once they are.
 type blobs struct {
+	bg       context.Context // the node's lifetime
+	inflight singleflight.Group
 	self     string
 	replicas int
 	store    *mesh.Store
@@ -200,9 +203,21 @@ const (
 )
 
 // ensureReplicas returns once d is on need() nodes, asking other voters
-// to copy it when it is not.
+// to copy it when it is not. Concurrent callers for one blob (the early
+// replication after the upload and the manifest PUT) share one effort, so
+// a blob is not copied to more nodes than asked.
 func (b *blobs) ensureReplicas(ctx context.Context, d digest.Digest) error {
-	return b.restore(ctx, d, b.need(), nil)
+	ch := b.inflight.DoChan(d.String(), func() (any, error) {
+		rctx, cancel := context.WithTimeout(b.bg, replicaWait)
+		defer cancel()
+		return nil, b.restore(rctx, d, b.need(), nil)
+	})
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return fmt.Errorf("blob %s: waiting for replicas: %w: %w", d, hubmesh.ErrUnavailable, ctx.Err())
+	}
 }
 
 // restore returns once d is on need nodes that are not in dead, asking
@@ -364,9 +379,7 @@ func (l replicatingLinks) LinkBlob(ctx context.Context, repo string, desc hubmes
 	}
 	if l.blobs.need() > 1 {
 		go func() {
-			ctx, cancel := context.WithTimeout(l.bg, replicaWait)
-			defer cancel()
-			if err := l.blobs.ensureReplicas(ctx, desc.Digest); err != nil {
+			if err := l.blobs.ensureReplicas(l.bg, desc.Digest); err != nil {
 				l.blobs.log.Warn("early replication", "digest", desc.Digest, "err", err)
 			}
 		}()

@@ -200,3 +200,31 @@ func TestRepairAfterRemove(t *testing.T) {
 		t.Fatalf("layer from the last node: %s (%d bytes)", resp.Status, len(got))
 	}
 }
+
+// TestRepairAfterDown stops (without removing) the node a push went to:
+// once it has been unreachable for longer than RepairAfter, the leader
+// copies its blobs so that R live nodes hold them again.
+func TestRepairAfterDown(t *testing.T) {
+	fast := func(c *Config) { c.RepairAfter = 500 * time.Millisecond }
+	base1, stop1 := startNode(t, t.TempDir(), fast)
+	tok := joinToken(t, base1, "voter", "1h")
+	join := func(c *Config) { c.Join = base1; c.JoinToken = tok; c.RepairAfter = 500 * time.Millisecond }
+	base2, _ := startNode(t, t.TempDir(), join)
+	base3, _ := startNode(t, t.TempDir(), join)
+	waitFor(t, "three members", 30*time.Second, func() bool { return len(clusterStatus(t, base3).Members) == 3 })
+
+	pushImage(t, base1, "team/app", "1.0")
+	// R=2: each blob is on node 1 and at least one of nodes 2 and 3. A
+	// replication request re-sent to a second node (the first was slow)
+	// can leave a third copy; then nothing is left to repair, which is
+	// logged so that a run that did not exercise repair is visible.
+	if n2, n3 := storeBlobs(t, base2), storeBlobs(t, base3); n2+n3 < 2 {
+		t.Fatalf("before the stop, nodes 2 and 3 hold %d and %d blobs; want each blob on at least one of them (R=2)", n2, n3)
+	} else if n2 == 2 && n3 == 2 {
+		t.Logf("both survivors already hold every blob: this run does not exercise repair")
+	}
+	stop1()
+	waitFor(t, "both survivors to hold the layer and the config", 60*time.Second, func() bool {
+		return storeBlobs(t, base2) == 2 && storeBlobs(t, base3) == 2
+	})
+}

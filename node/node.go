@@ -158,6 +158,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 	n.host.Handle(consensus.RPCProtocol, n.meta.HandleRPC)
 
 	n.blobs = &blobs{
+		bg:   n.bg,
 		self: n.host.ID(), replicas: cfg.Replicas, store: n.store, ex: n.ex, host: n.host, meta: n.meta,
 		log: logger.With("component", "replication"),
 	}
