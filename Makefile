@@ -45,11 +45,16 @@ fuzz:
 image: build
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
-# Side by side with CNCF distribution v3.1.2 (docs/benchmarks.md, which it
-# rewrites); run on a quiet machine. More flags: make bench BENCHFLAGS='-rounds 9'.
+# Side by side with CNCF distribution v3.1.2 (docs/benchmarks.md), then a
+# cluster: cross-node pulls, Raft manifest pushes and fan-out over links shaped
+# in network namespaces (docs/benchmarks-mesh.md; the fan-out needs root).
+# Both files are rewritten; run on a quiet machine. More flags:
+# make bench BENCHFLAGS='-rounds 9' MESHBENCHFLAGS='-pull-rounds 9' (or '-run pull,raft' without root).
 bench: build
 	bash bench/install-distribution.sh
 	$(GO) run ./bench/registrybench -hubmesh $(BIN) -distribution $(TOOLS_BIN)/registry -out docs/benchmarks.md $(BENCHFLAGS)
+	bash bench/install-iproute2.sh
+	$(GO) run ./bench/meshbench -hubmesh $(BIN) -out docs/benchmarks-mesh.md $(MESHBENCHFLAGS)
 
 clean:
 	rm -rf bin

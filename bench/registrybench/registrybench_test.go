@@ -324,6 +324,7 @@ func TestReportRenders(t *testing.T) {
 		"| idle RSS (MiB) | 30.0 | 30.0 | 1.00x |",
 		"| 2 | 610 / 1000 | 510 / 1000 |",
 		"make bench",
+		"[benchmarks-mesh.md](benchmarks-mesh.md)",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("report lacks %q:\n%s", want, doc)

@@ -191,9 +191,11 @@ func (r report) document(results string) string {
 
 hubmesh side by side with CNCF distribution v3.1.2, the reference registry. The
 issue's goal: hubmesh at least 1.0x distribution for both push and pull.
+Cluster figures (cross-node pulls, Raft manifest pushes, fan-out over shaped
+links) are in [benchmarks-mesh.md](benchmarks-mesh.md), written by bench/meshbench.
 
 `+"```"+`
-make bench                                   # the figures below; rewrites this file
+make bench                                   # the figures below and benchmarks-mesh.md; rewrites both
 make bench BENCHFLAGS='-rounds 9 -warmup 2'  # extra flags for bench/registrybench
 go run ./bench/registrybench -h              # every flag
 `+"```"+`
