@@ -377,6 +377,15 @@ func (l replicatingLinks) LinkBlob(ctx context.Context, repo string, desc hubmes
 	if err := l.Node.LinkBlob(ctx, repo, desc); err != nil {
 		return err
 	}
+	if servers, err := l.Node.Servers(); err == nil && len(servers) > 1 {
+		// Other nodes will ask for the chunk list of this blob (to copy
+		// it, or to serve a pull): compute it now, not on the first ask.
+		go func() {
+			if _, err := l.blobs.ex.ChunkRoot(l.bg, desc.Digest); err != nil && l.bg.Err() == nil {
+				l.blobs.log.Warn("chunk list", "digest", desc.Digest, "err", err)
+			}
+		}()
+	}
 	if l.blobs.need() > 1 {
 		go func() {
 			if err := l.blobs.ensureReplicas(l.bg, desc.Digest); err != nil {
