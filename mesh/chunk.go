@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
@@ -154,7 +156,10 @@ const maxChunks = (MaxChunkSize - 512) / sha256.Size
 // chunkBlob reads size bytes of blob d from r and returns its chunk list.
 // The chunk size is chunkSize, doubled as often as needed (up to
 // MaxChunkSize) for the list to fit in one block; a blob too large even
-// then fails with an error wrapping hubmesh.ErrSizeInvalid.
+// then fails with an error wrapping hubmesh.ErrSizeInvalid. The chunks
+// are read in order and hashed on up to GOMAXPROCS goroutines (at most
+// maxHashWorkers): a peer cannot fetch a blob before its holder has the
+// list, so a pull that comes right after a push waits for this.
 func chunkBlob(ctx context.Context, d digest.Digest, size int64, chunkSize int64, r io.Reader) (*chunkList, error) {
 	for numChunks(size, chunkSize) > maxChunks && chunkSize*2 <= MaxChunkSize {
 		chunkSize *= 2
@@ -164,16 +169,49 @@ func chunkBlob(ctx context.Context, d digest.Digest, size int64, chunkSize int64
 		return nil, fmt.Errorf("blob %s: %d bytes is too large to exchange: %w", d, size, hubmesh.ErrSizeInvalid)
 	}
 	l := &chunkList{digest: d, size: size, chunkSize: chunkSize, sums: make([][sha256.Size]byte, n)}
-	buf := make([]byte, chunkSize)
+	if n == 0 {
+		return l, nil
+	}
+	workers := int(min(int64(runtime.GOMAXPROCS(0)), maxHashWorkers, n))
+	type job struct {
+		i   int
+		buf []byte
+	}
+	jobs := make(chan job)
+	// One buffer being filled while each worker hashes another.
+	free := make(chan []byte, workers+1)
+	for range workers + 1 {
+		free <- make([]byte, chunkSize)
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for j := range jobs {
+				l.sums[j.i] = sha256.Sum256(j.buf)
+				free <- j.buf[:cap(j.buf)]
+			}
+		})
+	}
+	var err error
 	for i := range l.sums {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if err = ctx.Err(); err != nil {
+			break
 		}
+		buf := <-free
 		_, m := l.chunkRange(i)
-		if _, err := io.ReadFull(r, buf[:m]); err != nil {
-			return nil, fmt.Errorf("blob %s: read chunk %d: %w", d, i, err)
+		if _, rerr := io.ReadFull(r, buf[:m]); rerr != nil {
+			err = fmt.Errorf("blob %s: read chunk %d: %w", d, i, rerr)
+			break
 		}
-		l.sums[i] = sha256.Sum256(buf[:m])
+		jobs <- job{i: i, buf: buf[:m]}
+	}
+	close(jobs)
+	wg.Wait()
+	if err != nil {
+		return nil, err
 	}
 	return l, nil
 }
+
+// maxHashWorkers bounds the goroutines chunkBlob hashes on.
+const maxHashWorkers = 4

@@ -35,6 +35,9 @@ const (
 	// the want-haves and re-sent wants bitswap adds on its own.
 	maxWantsInFlight  = 256
 	serverQueuedWants = 4096
+	// rebroadcastDelay is how often a fetch asks every connected peer
+	// whether it has one of the chunks still wanted.
+	rebroadcastDelay = 200 * time.Millisecond
 )
 
 // ExchangeConfig configures NewExchange.
@@ -145,6 +148,12 @@ func NewExchange(ctx context.Context, host *Host, store *Store, cfg ExchangeConf
 		// DONT_HAVE themselves, a lost peer disconnects, and a peer that
 		// stops answering is caught by StallTimeout.
 		bitswap.SetSimulateDontHavesOnTimeout(false),
+		// A session asks only the peers that answered it. Providers that
+		// were not connected yet when it asked for the chunk list join
+		// when it broadcasts one of its wants as a want-have, which it
+		// does every RebroadcastDelay (a minute by default): this often,
+		// several providers serve one blob within a fraction of a second.
+		bitswap.RebroadcastDelay(rebroadcastDelay),
 		// Tuning for 1 MiB blocks on fast links: let a peer have several
 		// blocks in the send pipeline instead of one (the default 1 MiB),
 		// and read and send blocks with more workers.

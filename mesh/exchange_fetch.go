@@ -58,11 +58,11 @@ type transfer struct {
 	// instead of reading them back from the temp file.
 	inMem  map[int][]byte
 	hashed int // chunks the hasher has taken
-	avail   int64
-	state   transferState
-	err     error // why the transfer failed
-	users   int   // readers and Replicate callers
-	refs    int   // holders of f: run, readers, chunk reads in progress
+	avail  int64
+	state  transferState
+	err    error // why the transfer failed
+	users  int   // readers and Replicate callers
+	refs   int   // holders of f: run, readers, chunk reads in progress
 }
 
 type transferState int
@@ -190,16 +190,11 @@ func (t *transfer) run() {
 	err := t.start()
 	t.readyErr = err
 	close(t.ready)
-	tStart := time.Now()
 	if err == nil {
 		err = t.fetch()
 	}
-	tFetched := time.Now()
 	if err == nil {
 		err = t.install()
-	}
-	if os.Getenv("EP_DEBUG") != "" {
-		fmt.Fprintf(os.Stderr, "EPDBG start=%v fetch=%v install=%v\n", tStart.Sub(t.started), tFetched.Sub(tStart), time.Since(tFetched))
 	}
 	t.finish(err)
 	if err != nil {
@@ -254,22 +249,34 @@ func (t *transfer) start() error {
 }
 
 // connect dials the providers at once and succeeds when at least one
-// connection stands.
+// connection stands, or fails when every dial failed or ctx ended.
 func (t *transfer) connect(ctx context.Context) error {
 	// Return at the first connection that stands: a provider that is down
 	// must not hold the fetch for a whole dial timeout. The other dials go
-	// on (bounded by ctx) and join the swarm when they succeed.
+	// on after connect returns, bounded by the transfer and StallTimeout,
+	// not by ctx: a provider that connects a little later still joins the
+	// swarm, and bitswap asks it for the chunks the first one lacks.
 	results := make(chan error, len(t.providers))
 	for _, p := range t.providers {
-		go func() { results <- t.e.host.Connect(ctx, p.String()) }()
+		t.e.wg.Add(1) // the transfer holds e.wg, so Close has not begun waiting
+		go func() {
+			defer t.e.wg.Done()
+			dctx, cancel := context.WithTimeout(t.ctx, t.e.cfg.StallTimeout)
+			defer cancel()
+			results <- t.e.host.Connect(dctx, p.String())
+		}()
 	}
 	var errs []error
 	for range t.providers {
-		err := <-results
-		if err == nil {
-			return nil
+		select {
+		case err := <-results:
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
+		case <-ctx.Done():
+			return fmt.Errorf("fetch %s: no provider reachable: %w: %w", t.d, hubmesh.ErrUnavailable, ctx.Err())
 		}
-		errs = append(errs, err)
 	}
 	return fmt.Errorf("fetch %s: no provider reachable: %w", t.d, errors.Join(errs...))
 }
@@ -310,21 +317,29 @@ func (t *transfer) fetch() error {
 		cancel()
 		forwarders.Wait()
 	}()
+	// Chunks are asked for in small batches, one batch at a time: bitswap
+	// sends the wants of one request in no particular order, but a peer
+	// serves the wants of earlier requests first. Small batches spaced by
+	// arrivals keep the chunks arriving nearly in order, which is what
+	// the reader and the hasher need: a blob asked for in one request of
+	// 128 chunks came in random order, its first byte after half of them.
 	window := e.cfg.MaxWantsInFlight
-	batch := max(1, window/4) // ask in batches, not one GetBlocks per chunk
-	next, inflight, remaining := 0, 0, len(order)
+	batch := min(window, wantBatch)
+	// mayAsk: a chunk arrived since the last request (or none was made).
+	next, inflight, remaining, mayAsk := 0, 0, len(order), true
 	unsynced := 0
 	stall := time.NewTimer(e.cfg.StallTimeout)
 	defer stall.Stop()
 	for remaining > 0 {
-		if free, left := window-inflight, len(order)-next; left > 0 && (free >= batch || free >= left) {
-			keys := order[next : next+min(free, left)]
+		if free, left := window-inflight, len(order)-next; mayAsk && left > 0 && (free >= batch || free >= left) {
+			keys := order[next : next+min(batch, left)]
 			ch, err := t.sess.GetBlocks(ctx, keys)
 			if err != nil {
 				return fmt.Errorf("fetch %s: %w: %w", t.d, hubmesh.ErrUnavailable, err)
 			}
 			next += len(keys)
 			inflight += len(keys)
+			mayAsk = false
 			forwarders.Go(func() {
 				for b := range ch {
 					select {
@@ -346,6 +361,7 @@ func (t *transfer) fetch() error {
 			delete(at, sum)
 			inflight--
 			remaining--
+			mayAsk = true
 			if err := t.write(idx, b.RawData()); err != nil {
 				return err
 			}
@@ -371,6 +387,9 @@ func (t *transfer) fetch() error {
 	hashDone = true
 	return <-hashed
 }
+
+// wantBatch is how many chunks a fetch asks for in one request.
+const wantBatch = 8
 
 // write stores the bytes of the chunks idx (all with the same content) in
 // the temp file and advances avail.
@@ -446,12 +465,8 @@ func (t *transfer) hash(ctx context.Context) error {
 // install makes the verified temp file durable, moves it into the store
 // and records its chunks, so that this node serves the blob from now on.
 func (t *transfer) install() error {
-	t0 := time.Now()
 	if err := t.f.Sync(); err != nil {
 		return fmt.Errorf("fetch %s: sync: %w", t.d, err)
-	}
-	if os.Getenv("EP_DEBUG") != "" {
-		fmt.Fprintf(os.Stderr, "EPDBG sync=%v\n", time.Since(t0))
 	}
 	// Every chunk written matched its CID and the whole file its digest.
 	// adopt renames the file (same inode, same modification time) unless

@@ -31,8 +31,14 @@ type exNode struct {
 
 func newExNode(t testing.TB, cfg ExchangeConfig) *exNode {
 	t.Helper()
+	return newExNodeOn(t, cfg, "/ip4/127.0.0.1/tcp/0")
+}
+
+// newExNodeOn is newExNode with the host listening on listen only.
+func newExNodeOn(t testing.TB, cfg ExchangeConfig, listen ...string) *exNode {
+	t.Helper()
 	dir := t.TempDir()
-	h, err := NewHost(t.Context(), HostConfig{DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: cfg.Logger})
+	h, err := NewHost(t.Context(), HostConfig{DataDir: dir, ListenAddrs: listen, Logger: cfg.Logger})
 	if err != nil {
 		t.Fatalf("NewHost: %v", err)
 	}
