@@ -105,10 +105,10 @@ func (c *cluster) waitFormed(ctx context.Context, timeout time.Duration) error {
 	defer cancel()
 	want := len(c.nodes)
 	var last string
-	err := c.nodes[0].poll(ctx, func() (bool, error) {
+	err := c.nodes[0].Poll(ctx, func() (bool, error) {
 		leader := ""
 		for _, n := range c.nodes {
-			if err := n.alive(); err != nil {
+			if err := n.Alive(); err != nil {
 				return false, err
 			}
 			st, err := n.status(ctx)
@@ -123,7 +123,7 @@ func (c *cluster) waitFormed(ctx context.Context, timeout time.Duration) error {
 				}
 			}
 			if voters != want || len(st.Members) != want || st.Leader == "" || (leader != "" && st.Leader != leader) {
-				last = fmt.Sprintf("%s sees %d alive voters of %d members, leader %q", n.name, voters, len(st.Members), st.Leader)
+				last = fmt.Sprintf("%s sees %d alive voters of %d members, leader %q", n.Name, voters, len(st.Members), st.Leader)
 				return false, nil
 			}
 			leader = st.Leader
@@ -164,7 +164,7 @@ func (c *cluster) follower(leader *node) *node {
 func (c *cluster) alive() error {
 	var errs []error
 	for _, n := range c.nodes {
-		errs = append(errs, n.alive())
+		errs = append(errs, n.Alive())
 	}
 	return errors.Join(errs...)
 }
@@ -173,7 +173,7 @@ func (c *cluster) alive() error {
 func (c *cluster) stop() error {
 	var errs []error
 	for i := len(c.nodes) - 1; i >= 0; i-- {
-		errs = append(errs, c.nodes[i].stop())
+		errs = append(errs, c.nodes[i].Stop())
 	}
 	return errors.Join(errs...)
 }

@@ -25,6 +25,11 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hubmesh/hubmesh/bench/internal/proc"
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
+	"github.com/hubmesh/hubmesh/bench/internal/report"
+	"github.com/hubmesh/hubmesh/bench/internal/stats"
 )
 
 // scenarios are the benchmarks in the order they run.
@@ -34,12 +39,12 @@ var scenarios = []string{"pull", "raft", "fanout"}
 type config struct {
 	hubmesh      string
 	run          []string // scenarios to run
-	pullSize     byteSize
+	pullSize     stats.ByteSize
 	pullRounds   int
 	pullWarmup   int
 	manifests    int
 	clients      int
-	fanoutSize   byteSize
+	fanoutSize   stats.ByteSize
 	fanoutRate   bitRate
 	fanoutRounds int
 	fanoutWarmup bool
@@ -115,10 +120,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	for _, v := range []struct {
 		name string
-		b    byteSize
+		b    stats.ByteSize
 	}{{"pull-size", c.pullSize}, {"fanout-size", c.fanoutSize}} {
-		if v.b < saltLen {
-			errs = append(errs, fmt.Errorf("-%s %s: want at least %d bytes", v.name, v.b, saltLen))
+		if v.b < regclient.SaltLen {
+			errs = append(errs, fmt.Errorf("-%s %s: want at least %d bytes", v.name, v.b, regclient.SaltLen))
 		}
 	}
 	if c.fanoutClient != "node" && c.fanoutClient != "bridge" {
@@ -174,7 +179,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	} else {
 		defer func() { err = errors.Join(err, os.RemoveAll(dir)) }()
 	}
-	rep := report{cfg: cfg, env: probeEnv(ctx, cfg.hubmesh, dir)}
+	rep := benchReport{cfg: cfg, env: probeEnv(ctx, cfg.hubmesh, dir)}
 	var nb [8]byte
 	_, _ = rand.Read(nb[:])
 	nonce := binary.LittleEndian.Uint64(nb[:])
@@ -189,11 +194,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		if cfg.runs("fanout") {
 			writes += int64(2*cfg.fanoutRounds+1) * 4 * int64(cfg.fanoutSize)
 		}
-		avail, err := memAvailable()
+		avail, err := proc.MemAvailable()
 		if err != nil {
 			return err
 		}
-		size := max(0, min(writes+writes/4+1<<30, avail-2<<30))
+		size := proc.PrefaultSize(writes, avail)
 		rate, err := prefault(ctx, size)
 		if err != nil {
 			return err
@@ -226,7 +231,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		return err
 	}
 	if cfg.out != "" {
-		if err := writeAtomic(cfg.out, []byte(rep.document(md.String()))); err != nil {
+		if err := report.WriteAtomic(cfg.out, []byte(rep.document(md.String()))); err != nil {
 			return err
 		}
 		logf("wrote %s", cfg.out)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,19 +8,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
 	"github.com/hubmesh/hubmesh/node/nodetest"
 )
 
@@ -62,16 +59,7 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-func TestSizesAndRates(t *testing.T) {
-	for in, want := range map[string]byteSize{"256MiB": 256 << 20, "1G": 1 << 30, "4096": 4096, " 2 KiB": 2048} {
-		var b byteSize
-		if err := b.Set(in); err != nil || b != want {
-			t.Errorf("byteSize %q = %d, %v; want %d", in, b, err, want)
-		}
-	}
-	if s := byteSize(100 << 20).String(); s != "100MiB" {
-		t.Errorf("String = %q", s)
-	}
+func TestRates(t *testing.T) {
 	for in, want := range map[string]bitRate{"200mbit": 200e6, "1Gbit": 1e9, "500kbit": 500e3, "1234bit": 1234} {
 		var r bitRate
 		if err := r.Set(in); err != nil || r != want {
@@ -92,39 +80,7 @@ func TestSizesAndRates(t *testing.T) {
 	}
 }
 
-func TestStats(t *testing.T) {
-	if m := median([]float64{3, 1, 2}); m != 2 {
-		t.Errorf("median = %v", m)
-	}
-	if m := medianDur([]time.Duration{4, 1, 3, 2}); m != 2 {
-		t.Errorf("medianDur = %v", m)
-	}
-	var lat []time.Duration
-	for i := 1; i <= 100; i++ {
-		lat = append(lat, time.Duration(i)*time.Millisecond)
-	}
-	if p := percentile(lat, 50); p != 50*time.Millisecond {
-		t.Errorf("p50 = %v", p)
-	}
-	if p := percentile(lat, 99); p != 99*time.Millisecond {
-		t.Errorf("p99 = %v", p)
-	}
-	if p := percentile(nil, 99); p != 0 {
-		t.Errorf("p99 of none = %v", p)
-	}
-}
-
-func TestProcParsing(t *testing.T) {
-	stat := []byte("123 (hub mesh) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0")
-	if d, err := parseStatCPU(stat); err != nil || d != 3*time.Second {
-		t.Errorf("parseStatCPU = %v, %v; want 3s", d, err)
-	}
-	if _, err := parseStatCPU([]byte("garbage")); err == nil {
-		t.Error("parseStatCPU(garbage): no error")
-	}
-	if n, err := procField([]byte("MemTotal: 10 kB\nMemAvailable:   2048 kB\n"), "MemAvailable"); err != nil || n != 2048<<10 {
-		t.Errorf("procField = %d, %v", n, err)
-	}
+func TestParseTxBytes(t *testing.T) {
 	tx := []byte(`[{"ifname":"eth0","stats64":{"rx":{"bytes":5},"tx":{"bytes":123456789}}}]`)
 	if n, err := parseTxBytes(tx); err != nil || n != 123456789 {
 		t.Errorf("parseTxBytes = %d, %v", n, err)
@@ -168,131 +124,26 @@ func TestSaltGivesFreshDigests(t *testing.T) {
 	}
 }
 
-// fakeRegistry is the smallest OCI registry the client can push to and
-// pull from. corrupt makes it serve blobs with one byte flipped.
-type fakeRegistry struct {
-	mu        sync.Mutex
-	blobs     map[string][]byte
-	manifests int
-	corrupt   bool
-}
-
-func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	p := r.URL.Path
-	switch {
-	case r.Method == http.MethodPost && strings.HasSuffix(p, "/blobs/uploads/"):
-		w.Header().Set("Location", p+"u1")
-		w.WriteHeader(http.StatusAccepted)
-	case r.Method == http.MethodPut && strings.Contains(p, "/blobs/uploads/"):
-		b, _ := io.ReadAll(r.Body)
-		d := r.URL.Query().Get("digest")
-		if digest.FromBytes(b).String() != d {
-			http.Error(w, "digest mismatch", http.StatusBadRequest)
-			return
-		}
-		f.blobs[d] = b
-		w.WriteHeader(http.StatusCreated)
-	case r.Method == http.MethodPut && strings.Contains(p, "/manifests/"):
-		f.manifests++
-		w.WriteHeader(http.StatusCreated)
-	case r.Method == http.MethodGet && strings.Contains(p, "/blobs/"):
-		b, ok := f.blobs[p[strings.LastIndex(p, "/")+1:]]
-		if !ok {
-			http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN"}]}`, http.StatusNotFound)
-			return
-		}
-		if f.corrupt {
-			b = bytes.Clone(b)
-			b[len(b)/2] ^= 1
-		}
-		_, _ = w.Write(b)
-	default:
-		http.Error(w, "unexpected "+r.Method+" "+p, http.StatusMethodNotAllowed)
-	}
-}
-
-func TestClientPushPullAndManifestPuts(t *testing.T) {
-	reg := &fakeRegistry{blobs: map[string][]byte{}}
-	srv := httptest.NewServer(reg)
-	defer srv.Close()
-	c := newClient(srv.URL, "", 4)
-	defer c.close()
-	ctx := t.Context()
-
-	l, err := newLayerFile(filepath.Join(t.TempDir(), "layer"), 3<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := layerImage(l, 1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.push(ctx, "bench/x", "r0", img); err != nil {
-		t.Fatal(err)
-	}
-	f, err := c.pullBlob(ctx, "bench/x", img.layer.desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.bytes != 3<<20 || f.ttfb <= 0 || f.total < f.ttfb {
-		t.Errorf("fetch = %+v", f)
-	}
-	reg.corrupt = true
-	if _, err := c.pullBlob(ctx, "bench/x", img.layer.desc); err == nil || !strings.Contains(err.Error(), "content has digest") {
-		t.Errorf("corrupt blob: err = %v, want a digest error", err)
-	}
-	missing := v1.Descriptor{Digest: digest.FromString("nope"), Size: 4}
-	if _, err := c.pullBlob(ctx, "bench/x", missing); err == nil || !strings.Contains(err.Error(), "404") {
-		t.Errorf("missing blob: err = %v, want the 404", err)
-	}
-
-	ms, err := c.smallImage(ctx, "bench/m", "leader", 40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for _, m := range ms {
-		seen[string(m)] = true
-	}
-	if len(seen) != 40 {
-		t.Fatalf("%d distinct manifests of 40", len(seen))
-	}
-	run, err := c.manifestPuts(ctx, "bench/m", "m", ms, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reg.manifests != 41 || len(run.lat) != 40 || run.perSecond() <= 0 {
-		t.Errorf("manifests PUT %d (want 41 with the image's), %d latencies, %v/s", reg.manifests, len(run.lat), run.perSecond())
-	}
-	for i, d := range run.lat {
-		if d <= 0 || d > run.elapsed {
-			t.Errorf("latency %d = %v outside (0, %v]", i, d, run.elapsed)
-		}
-	}
-}
-
 func TestReportRenders(t *testing.T) {
 	cfg, err := parseFlags([]string{"-pull-rounds", "2"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	f := func(mibs float64) fetch {
-		return fetch{bytes: 256 << 20, total: sec(256 / mibs), ttfb: 10 * time.Millisecond}
+	f := func(mibs float64) regclient.Fetch {
+		return regclient.Fetch{Bytes: 256 << 20, Total: sec(256 / mibs), TTFB: 10 * time.Millisecond}
 	}
 	lat := []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
-	r := report{
+	r := benchReport{
 		cfg: cfg, env: probeEnv(t.Context(), "/nonexistent", t.TempDir()), loadBefore: "1.00 1.00 1.00", loadAfter: "2.00 1.50 1.00",
 		pull: &pullResult{
 			size: 256 << 20, roleA: "leader", roleB: "follower",
-			same: []fetch{f(1000), f(800)}, cross: []fetch{f(600), f(540)},
+			same: []regclient.Fetch{f(1000), f(800)}, cross: []regclient.Fetch{f(600), f(540)},
 			sameCPUA: []time.Duration{sec(0.1), sec(0.1)}, sameCPUC: []time.Duration{sec(0.2), sec(0.2)},
 			crossCPUA: []time.Duration{sec(0.5), sec(0.5)}, crossCPUB: []time.Duration{sec(0.25), sec(0.25)},
 			crossCPUC: []time.Duration{sec(0.2), sec(0.2)},
 		},
-		raft: &raftResult{conc: 32, leader: putRun{lat: lat, elapsed: sec(0.003)}, follower: putRun{lat: lat, elapsed: sec(0.006)}},
+		raft: &raftResult{conc: 32, leader: regclient.PutRun{Lat: lat, Elapsed: sec(0.003)}, follower: regclient.PutRun{Lat: lat, Elapsed: sec(0.006)}},
 		fanout: &fanoutResult{
 			size: 100 << 20, rate: 200e6, client: "node",
 			single: []time.Duration{sec(5), sec(5)}, fan: []time.Duration{sec(8), sec(9)},
@@ -346,7 +197,7 @@ func TestClusterBenchmarks(t *testing.T) {
 		t.Fatalf("pull rounds: %d same, %d cross; want 2 each", len(pull.same), len(pull.cross))
 	}
 	for i, f := range append(pull.same, pull.cross...) {
-		if f.bytes != 2<<20 || f.total <= 0 {
+		if f.Bytes != 2<<20 || f.Total <= 0 {
 			t.Errorf("fetch %d = %+v", i, f)
 		}
 	}
@@ -354,8 +205,8 @@ func TestClusterBenchmarks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(raft.leader.lat) != 40 || len(raft.follower.lat) != 40 || raft.leader.perSecond() <= 0 {
-		t.Errorf("raft: %d and %d PUTs timed", len(raft.leader.lat), len(raft.follower.lat))
+	if len(raft.leader.Lat) != 40 || len(raft.follower.Lat) != 40 || raft.leader.PerSecond() <= 0 {
+		t.Errorf("raft: %d and %d PUTs timed", len(raft.leader.Lat), len(raft.follower.Lat))
 	}
 }
 
@@ -400,9 +251,8 @@ func TestDialInNamespace(t *testing.T) {
 		t.Fatalf("%s reachable from the harness's own namespace; the test proves nothing", ln.Addr())
 	}
 	c := newClient("http://"+ln.Addr().String(), l.nodes[0], 1)
-	defer c.close()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base, nil)
-	resp, err := c.hc.Do(req)
+	defer c.Close()
+	resp, err := c.Get(ctx, c.Base(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
 )
 
 // newTransport is an HTTP transport for the harness's clients. With ns set
@@ -21,11 +23,7 @@ import (
 // dialIn), so the harness reaches nodes in namespaces it created without
 // touching the network of the namespace it runs in.
 func newTransport(ns string, conns int) *http.Transport {
-	t := &http.Transport{
-		Proxy:               nil,
-		MaxIdleConnsPerHost: conns,
-		DisableCompression:  true, // blobs are fetched as stored
-	}
+	t := regclient.NewTransport(conns)
 	if ns != "" {
 		t.DialContext = dialIn(ns)
 	}

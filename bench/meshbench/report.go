@@ -4,83 +4,27 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/hubmesh/hubmesh/bench/internal/proc"
+	"github.com/hubmesh/hubmesh/bench/internal/report"
+	"github.com/hubmesh/hubmesh/bench/internal/stats"
 )
 
-// env describes the machine a run happened on.
+// env describes the machine a run happened on, and the hubmesh binary.
 type env struct {
-	date    time.Time
-	cpus    int
-	cpu     string
-	memory  int64
-	kernel  string
-	fs      string
-	hubmesh string
+	report.Env
+	hubmesh string // first line of `hubmesh version`
 }
 
 func probeEnv(ctx context.Context, bin, dir string) env {
-	e := env{date: time.Now().UTC(), cpus: runtime.NumCPU(), cpu: "unknown", kernel: "unknown", fs: "unknown", hubmesh: "unknown"}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				e.cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		e.memory, _ = procField(b, "MemTotal")
-	}
-	var u syscall.Utsname
-	if syscall.Uname(&u) == nil {
-		e.kernel = utsString(u.Release[:])
-	}
-	var st syscall.Statfs_t
-	if syscall.Statfs(dir, &st) == nil {
-		e.fs = fsName(st.Type)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, bin, "version").Output(); err == nil {
-		e.hubmesh, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
-	}
-	return e
+	return env{Env: report.ProbeEnv(dir), hubmesh: proc.VersionOf(ctx, bin, "version")}
 }
 
-func utsString(f []int8) string {
-	b := make([]byte, 0, len(f))
-	for _, c := range f {
-		if c == 0 {
-			break
-		}
-		b = append(b, byte(c))
-	}
-	return string(b)
-}
-
-func fsName(t int64) string {
-	switch t {
-	case 0xEF53:
-		return "ext4"
-	case 0x58465342:
-		return "xfs"
-	case 0x01021994:
-		return "tmpfs"
-	case 0x9123683E:
-		return "btrfs"
-	case 0x794c7630:
-		return "overlayfs"
-	}
-	return fmt.Sprintf("fs type %#x", t)
-}
-
-// report renders what a run measured.
-type report struct {
+// benchReport renders what a run measured.
+type benchReport struct {
 	cfg                   config
 	env                   env
 	prefault              string
@@ -92,7 +36,7 @@ type report struct {
 
 // perGiB is CPU time per GiB moved, in seconds.
 func perGiB(cpu []time.Duration, size int64) float64 {
-	return medianDur(cpu).Seconds() / (float64(size) / (1 << 30))
+	return stats.MedianDur(cpu).Seconds() / (float64(size) / (1 << 30))
 }
 
 // verdict compares a measured ratio with the issue's goal.
@@ -105,28 +49,28 @@ func verdict(ok bool) string {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
-func (r report) render(w io.Writer) {
+func (r benchReport) render(w io.Writer) {
 	fmt.Fprintf(w, "## Results\n\n")
 	if p := r.pull; p != nil {
 		same, cross := make([]float64, len(p.same)), make([]float64, len(p.cross))
 		var sameTTFB, crossTTFB []time.Duration
 		sameStream, crossStream := make([]float64, len(p.same)), make([]float64, len(p.cross))
 		for i := range p.same {
-			same[i] = mibps(p.same[i].bytes, p.same[i].total)
-			cross[i] = mibps(p.cross[i].bytes, p.cross[i].total)
-			sameStream[i] = mibps(p.same[i].bytes, p.same[i].total-p.same[i].ttfb)
-			crossStream[i] = mibps(p.cross[i].bytes, p.cross[i].total-p.cross[i].ttfb)
-			sameTTFB = append(sameTTFB, p.same[i].ttfb)
-			crossTTFB = append(crossTTFB, p.cross[i].ttfb)
+			same[i] = stats.MiBps(p.same[i].Bytes, p.same[i].Total)
+			cross[i] = stats.MiBps(p.cross[i].Bytes, p.cross[i].Total)
+			sameStream[i] = stats.MiBps(p.same[i].Bytes, p.same[i].Total-p.same[i].TTFB)
+			crossStream[i] = stats.MiBps(p.cross[i].Bytes, p.cross[i].Total-p.cross[i].TTFB)
+			sameTTFB = append(sameTTFB, p.same[i].TTFB)
+			crossTTFB = append(crossTTFB, p.cross[i].TTFB)
 		}
-		ratio := median(cross) / median(same)
+		ratio := stats.Median(cross) / stats.Median(same)
 		fmt.Fprintf(w, "### Cross-node pull\n\n")
-		fmt.Fprintf(w, "| %s blob, median of %d rounds | same-node (through A) | cross-node (through B) | cross / same |\n", byteSize(p.size), len(same))
+		fmt.Fprintf(w, "| %s blob, median of %d rounds | same-node (through A) | cross-node (through B) | cross / same |\n", stats.ByteSize(p.size), len(same))
 		fmt.Fprintf(w, "| --- | ---: | ---: | ---: |\n")
-		fmt.Fprintf(w, "| pull (MiB/s) | %.0f | %.0f | **%.2fx** |\n", median(same), median(cross), ratio)
-		fmt.Fprintf(w, "| time to first byte (ms) | %s | %s | |\n", ms(medianDur(sameTTFB)), ms(medianDur(crossTTFB)))
-		fmt.Fprintf(w, "| rate after the first byte (MiB/s) | %.0f | %.0f | %.2fx |\n", median(sameStream), median(crossStream),
-			median(crossStream)/median(sameStream))
+		fmt.Fprintf(w, "| pull (MiB/s) | %.0f | %.0f | **%.2fx** |\n", stats.Median(same), stats.Median(cross), ratio)
+		fmt.Fprintf(w, "| time to first byte (ms) | %s | %s | |\n", ms(stats.MedianDur(sameTTFB)), ms(stats.MedianDur(crossTTFB)))
+		fmt.Fprintf(w, "| rate after the first byte (MiB/s) | %.0f | %.0f | %.2fx |\n", stats.Median(sameStream), stats.Median(crossStream),
+			stats.Median(crossStream)/stats.Median(sameStream))
 		fmt.Fprintf(w, "| CPU of A, the holder (s per GiB) | %.2f | %.2f | |\n", perGiB(p.sameCPUA, p.size), perGiB(p.crossCPUA, p.size))
 		fmt.Fprintf(w, "| CPU of B, the node pulled through (s per GiB) | - | %.2f | |\n", perGiB(p.crossCPUB, p.size))
 		fmt.Fprintf(w, "| CPU of the client (s per GiB) | %.2f | %.2f | |\n\n", perGiB(p.sameCPUC, p.size), perGiB(p.crossCPUC, p.size))
@@ -140,39 +84,39 @@ func (r report) render(w io.Writer) {
 	}
 	if t := r.raft; t != nil {
 		fmt.Fprintf(w, "### Raft: manifest pushes\n\n")
-		fmt.Fprintf(w, "| 3 nodes, %d concurrent clients, %d PUTs each way | through the leader | through a follower |\n", t.conc, len(t.leader.lat))
+		fmt.Fprintf(w, "| 3 nodes, %d concurrent clients, %d PUTs each way | through the leader | through a follower |\n", t.conc, len(t.leader.Lat))
 		fmt.Fprintf(w, "| --- | ---: | ---: |\n")
-		fmt.Fprintf(w, "| manifest PUTs/s | %.0f | %.0f |\n", t.leader.perSecond(), t.follower.perSecond())
+		fmt.Fprintf(w, "| manifest PUTs/s | %.0f | %.0f |\n", t.leader.PerSecond(), t.follower.PerSecond())
 		for _, p := range []float64{50, 99} {
-			fmt.Fprintf(w, "| PUT p%.0f (ms) | %s | %s |\n", p, ms(percentile(t.leader.lat, p)), ms(percentile(t.follower.lat, p)))
+			fmt.Fprintf(w, "| PUT p%.0f (ms) | %s | %s |\n", p, ms(stats.Percentile(t.leader.Lat, p)), ms(stats.Percentile(t.follower.Lat, p)))
 		}
-		fmt.Fprintf(w, "| PUT max (ms) | %s | %s |\n\n", ms(percentile(t.leader.lat, 100)), ms(percentile(t.follower.lat, 100)))
+		fmt.Fprintf(w, "| PUT max (ms) | %s | %s |\n\n", ms(stats.Percentile(t.leader.Lat, 100)), ms(stats.Percentile(t.follower.Lat, 100)))
 	}
 	if f := r.fanout; f != nil {
-		fan := medianDur(f.fan)
-		one := medianDur(f.single)
+		fan := stats.MedianDur(f.fan)
+		one := stats.MedianDur(f.single)
 		ratio := fan.Seconds() / one.Seconds()
 		floor := time.Duration(float64(f.size) / f.rate.bytesPerSecond() * float64(time.Second))
 		var origin, peers []float64
 		for _, s := range f.fanSent {
-			origin = append(origin, mib(s[0]))
+			origin = append(origin, stats.MiB(s[0]))
 			var p int64
 			for _, v := range s[1:] {
 				p += v
 			}
-			peers = append(peers, mib(p))
+			peers = append(peers, stats.MiB(p))
 		}
 		fmt.Fprintf(w, "### Fan-out over shaped links\n\n")
-		fmt.Fprintf(w, "| %s layer, 4 nodes, links %s each way, median of %d rounds | seconds |\n", byteSize(f.size), f.rate, len(f.fan))
+		fmt.Fprintf(w, "| %s layer, 4 nodes, links %s each way, median of %d rounds | seconds |\n", stats.ByteSize(f.size), f.rate, len(f.fan))
 		fmt.Fprintf(w, "| --- | ---: |\n")
 		fmt.Fprintf(w, "| one pull through one node | %.2f |\n", one.Seconds())
 		fmt.Fprintf(w, "| three pulls at once (nodes 2, 3, 4), until the last is done | %.2f |\n", fan.Seconds())
 		fmt.Fprintf(w, "| **three at once / one** | **%.2fx** |\n", ratio)
 		fmt.Fprintf(w, "| the link's floor for one pull (size / rate) | %.2f |\n\n", floor.Seconds())
 		fmt.Fprintf(w, "Goal: three at once within 2x of one (one origin serving all three: ~3x): %s (%.2fx).\n", verdict(ratio <= 2), ratio)
-		fmt.Fprintf(w, "While the three pulls ran, node 1 (the only holder) sent a median %.0f MiB on its link and nodes 2-4 together %.0f MiB", median(origin), median(peers))
+		fmt.Fprintf(w, "While the three pulls ran, node 1 (the only holder) sent a median %.0f MiB on its link and nodes 2-4 together %.0f MiB", stats.Median(origin), stats.Median(peers))
 		if f.client == "bridge" {
-			fmt.Fprintf(w, " (this counts what they sent to the clients, %.0f MiB)", 3*mib(f.size))
+			fmt.Fprintf(w, " (this counts what they sent to the clients, %.0f MiB)", 3*stats.MiB(f.size))
 		}
 		fmt.Fprintf(w, ". Clients ran %s.\n\n", map[string]string{
 			"node":   "in each node's namespace, off the shaped link",
@@ -190,8 +134,8 @@ func (r report) render(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	e := r.env
-	fmt.Fprintf(w, "- Date: %s\n", e.date.Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "- Machine: %d CPUs (%s), %.1f GiB RAM, Linux %s, data on %s\n", e.cpus, e.cpu, float64(e.memory)/(1<<30), e.kernel, e.fs)
+	fmt.Fprintf(w, "- Date: %s\n", e.Date.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "- Machine: %s\n", e.Machine())
 	fmt.Fprintf(w, "- Load average (1, 5, 15 min) before / after: %s / %s\n", r.loadBefore, r.loadAfter)
 	if r.prefault != "" {
 		fmt.Fprintf(w, "- Prefault: %s\n", r.prefault)
@@ -201,7 +145,7 @@ func (r report) render(w io.Writer) {
 }
 
 // document is the whole of docs/benchmarks-mesh.md around the results.
-func (r report) document(results string) string {
+func (r benchReport) document(results string) string {
 	return `# Mesh benchmarks
 
 A hubmesh cluster of real ` + "`hubmesh serve`" + ` processes, measured against the goals of
@@ -226,7 +170,7 @@ go run ./bench/meshbench -h                       # every flag
   checked against the digest and size. Before each timed pull the harness calls sync(2), untimed.
   Before anything starts it touches and frees about as much memory as the nodes will write: on
   these VMs the host backs guest memory lazily, and writing into fresh page cache is several times
-  slower (see bench/registrybench/prefault.go).
+  slower (see bench/internal/proc/prefault.go).
 - **Cross-node pull**: 3 nodes on 127.0.0.1, all with ` + "`--replicas 1`" + `, so that a pushed blob
   stays on the node it was pushed to (the harness checks that B's store did not grow on the push).
   A is the leader, B a follower. Each round pushes a new image (one layer of the given size) to A,

@@ -12,6 +12,9 @@ import (
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
+	"github.com/hubmesh/hubmesh/bench/internal/stats"
 )
 
 // loopbackSpecs are n nodes on 127.0.0.1 with free ports and extra flags.
@@ -25,14 +28,14 @@ func loopbackSpecs(n int, args ...string) []nodeSpec {
 
 // layerImage salts the layer file for round r and returns the image that
 // carries it.
-func layerImage(l *layerFile, nonce, r uint64) (*image, error) {
+func layerImage(l *layerFile, nonce, r uint64) (*regclient.Image, error) {
 	d, err := l.salt(nonce, r)
 	if err != nil {
 		return nil, err
 	}
-	return newImage(blob{path: l.path, desc: v1.Descriptor{
+	return regclient.NewImage([]regclient.Blob{{Path: l.path, Desc: v1.Descriptor{
 		MediaType: v1.MediaTypeImageLayer, Digest: d, Size: l.size,
-	}}, nil)
+	}}}, nil)
 }
 
 // pullResult is what the cross-node pull benchmark measured; the slices
@@ -40,7 +43,7 @@ func layerImage(l *layerFile, nonce, r uint64) (*image, error) {
 type pullResult struct {
 	size         int64
 	roleA, roleB string // leader or follower
-	same, cross  []fetch
+	same, cross  []regclient.Fetch
 	sameCPUA     []time.Duration // A's CPU during the same-node pull
 	sameCPUC     []time.Duration // the harness's (client's) CPU during it
 	crossCPUA    []time.Duration // A's CPU during the cross-node pull
@@ -65,15 +68,15 @@ func benchPull(ctx context.Context, cfg config, dir string, nonce uint64, logf f
 	}
 	b := c.follower(a)
 	res = &pullResult{size: int64(cfg.pullSize), roleA: "leader", roleB: "follower"}
-	logf("pull: 3 nodes up; A = %s (leader), B = %s", a.name, b.name)
+	logf("pull: 3 nodes up; A = %s (leader), B = %s", a.Name, b.Name)
 
 	layer, err := newLayerFile(filepath.Join(dir, "pull-layer"), int64(cfg.pullSize), nonce)
 	if err != nil {
 		return nil, err
 	}
 	ca, cb := newClient(a.base, "", 4), newClient(b.base, "", 4)
-	defer ca.close()
-	defer cb.close()
+	defer ca.Close()
+	defer cb.Close()
 	const repo = "bench/pull"
 	for r := range cfg.pullWarmup + cfg.pullRounds {
 		img, err := layerImage(layer, nonce, uint64(r))
@@ -84,7 +87,7 @@ func benchPull(ctx context.Context, cfg config, dir string, nonce uint64, logf f
 		if err != nil {
 			return nil, err
 		}
-		if err := ca.push(ctx, repo, fmt.Sprintf("r%d", r), img); err != nil {
+		if err := ca.Push(ctx, repo, fmt.Sprintf("r%d", r), img); err != nil {
 			return nil, fmt.Errorf("pull: push to A: %w", errors.Join(err, c.alive()))
 		}
 		stB1, err := b.status(ctx)
@@ -95,14 +98,14 @@ func benchPull(ctx context.Context, cfg config, dir string, nonce uint64, logf f
 			return nil, fmt.Errorf("pull: B's store went from %d to %d blobs on a push to A: the blob is not on A only",
 				stB0.Blobs.Count, stB1.Blobs.Count)
 		}
-		var same, cross fetch
+		var same, cross regclient.Fetch
 		var cpuSame, cpuCross []time.Duration
 		pullSame := func() (err error) {
-			cpuSame, same, err = timed(ctx, ca, repo, img.layer.desc, a)
+			cpuSame, same, err = timed(ctx, ca, repo, img.Layers[0].Desc, a)
 			return err
 		}
 		pullCross := func() (err error) {
-			cpuCross, cross, err = timed(ctx, cb, repo, img.layer.desc, a, b)
+			cpuCross, cross, err = timed(ctx, cb, repo, img.Layers[0].Desc, a, b)
 			return err
 		}
 		steps := []func() error{pullSame, pullCross}
@@ -137,8 +140,8 @@ func benchPull(ctx context.Context, cfg config, dir string, nonce uint64, logf f
 			res.crossCPUC = append(res.crossCPUC, cpuCross[2])
 		}
 		logf("pull %s: same-node %.0f MiB/s (first byte %s), cross-node %.0f MiB/s (first byte %s)",
-			label, mibps(same.bytes, same.total), same.ttfb.Round(time.Millisecond),
-			mibps(cross.bytes, cross.total), cross.ttfb.Round(time.Millisecond))
+			label, stats.MiBps(same.Bytes, same.Total), same.TTFB.Round(time.Millisecond),
+			stats.MiBps(cross.Bytes, cross.Total), cross.TTFB.Round(time.Millisecond))
 	}
 	return res, nil
 }
@@ -149,7 +152,7 @@ func waitBlobs(ctx context.Context, n *node, count int64, timeout time.Duration)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var reached bool
-	err := n.poll(wctx, func() (bool, error) {
+	err := n.Poll(wctx, func() (bool, error) {
 		st, err := n.status(wctx)
 		if err != nil {
 			return false, nil // retried until the deadline
@@ -165,23 +168,23 @@ func waitBlobs(ctx context.Context, n *node, count int64, timeout time.Duration)
 
 // timed flushes dirty pages (untimed), then pulls d through cl and returns
 // the CPU time each of nodes used meanwhile, followed by the harness's own.
-func timed(ctx context.Context, cl *client, repo string, d v1.Descriptor, nodes ...*node) ([]time.Duration, fetch, error) {
+func timed(ctx context.Context, cl *regclient.Client, repo string, d v1.Descriptor, nodes ...*node) ([]time.Duration, regclient.Fetch, error) {
 	syscall.Sync()
 	before := make([]time.Duration, len(nodes)+1)
 	for i, n := range nodes {
 		var err error
-		if before[i], err = n.cpu(); err != nil {
-			return nil, fetch{}, err
+		if before[i], err = n.CPU(); err != nil {
+			return nil, regclient.Fetch{}, err
 		}
 	}
 	before[len(nodes)] = selfCPU()
-	f, err := cl.pullBlob(ctx, repo, d)
+	f, err := cl.PullBlob(ctx, repo, d)
 	if err != nil {
 		return nil, f, err
 	}
 	used := make([]time.Duration, len(nodes)+1)
 	for i, n := range nodes {
-		after, err := n.cpu()
+		after, err := n.CPU()
 		if err != nil {
 			return nil, f, err
 		}
@@ -203,7 +206,7 @@ func selfCPU() time.Duration {
 // raftResult is what the manifest PUT benchmark measured.
 type raftResult struct {
 	conc             int
-	leader, follower putRun
+	leader, follower regclient.PutRun
 	warmup, replicas int
 }
 
@@ -226,27 +229,27 @@ func benchRaft(ctx context.Context, cfg config, dir string, logf func(string, ..
 	for _, t := range []struct {
 		label string
 		n     *node
-		out   *putRun
+		out   *regclient.PutRun
 	}{{"leader", leader, &res.leader}, {"follower", c.follower(leader), &res.follower}} {
 		cl := newClient(t.n.base, "", cfg.clients+4)
 		repo := "bench/raft-" + t.label
-		manifests, err := cl.smallImage(ctx, repo, t.label, res.warmup+cfg.manifests)
+		manifests, err := cl.SmallManifests(ctx, repo, t.label, res.warmup+cfg.manifests)
 		if err != nil {
-			cl.close()
+			cl.Close()
 			return nil, fmt.Errorf("raft: %w", errors.Join(err, c.alive()))
 		}
-		if _, err := cl.manifestPuts(ctx, repo, "warm", manifests[:res.warmup], cfg.clients); err != nil {
-			cl.close()
+		if _, err := cl.ManifestPuts(ctx, repo, "warm", manifests[:res.warmup], cfg.clients); err != nil {
+			cl.Close()
 			return nil, fmt.Errorf("raft: warm-up through the %s: %w", t.label, errors.Join(err, c.alive()))
 		}
 		syscall.Sync()
-		*t.out, err = cl.manifestPuts(ctx, repo, "m", manifests[res.warmup:], cfg.clients)
-		cl.close()
+		*t.out, err = cl.ManifestPuts(ctx, repo, "m", manifests[res.warmup:], cfg.clients)
+		cl.Close()
 		if err != nil {
 			return nil, fmt.Errorf("raft: PUTs through the %s: %w", t.label, errors.Join(err, c.alive()))
 		}
-		logf("raft: %d PUTs through the %s (%s), %d at a time: %.0f/s, p50 %s, p99 %s", cfg.manifests, t.label, t.n.name,
-			cfg.clients, t.out.perSecond(), percentile(t.out.lat, 50), percentile(t.out.lat, 99))
+		logf("raft: %d PUTs through the %s (%s), %d at a time: %.0f/s, p50 %s, p99 %s", cfg.manifests, t.label, t.n.Name,
+			cfg.clients, t.out.PerSecond(), stats.Percentile(t.out.Lat, 50), stats.Percentile(t.out.Lat, 99))
 	}
 	return res, nil
 }
@@ -296,14 +299,14 @@ func benchFanout(ctx context.Context, cfg config, dir string, nonce uint64, logf
 
 	// A client for each node, in the node's namespace (talking to it over
 	// its loopback, off the shaped link) or on the bridge.
-	clients := make([]*client, 4)
+	clients := make([]*regclient.Client, 4)
 	for i, n := range c.nodes {
 		ns := l.nodes[i]
 		if l.client != "" {
 			ns = l.client
 		}
 		clients[i] = newClient(n.base, ns, 4)
-		defer clients[i].close()
+		defer clients[i].Close()
 	}
 	res = &fanoutResult{size: int64(cfg.fanoutSize), rate: cfg.fanoutRate, client: cfg.fanoutClient}
 	layer, err := newLayerFile(filepath.Join(dir, "fanout-layer"), int64(cfg.fanoutSize), nonce^0xfa)
@@ -312,13 +315,13 @@ func benchFanout(ctx context.Context, cfg config, dir string, nonce uint64, logf
 	}
 	const repo = "bench/fanout"
 	round := uint64(0)
-	pushNew := func() (*image, error) {
+	pushNew := func() (*regclient.Image, error) {
 		round++
 		img, err := layerImage(layer, nonce^0xfa, round)
 		if err != nil {
 			return nil, err
 		}
-		if err := clients[0].push(ctx, repo, fmt.Sprintf("r%d", round), img); err != nil {
+		if err := clients[0].Push(ctx, repo, fmt.Sprintf("r%d", round), img); err != nil {
 			return nil, fmt.Errorf("fan-out: push to node 1: %w", errors.Join(err, c.alive()))
 		}
 		syscall.Sync()
@@ -329,11 +332,11 @@ func benchFanout(ctx context.Context, cfg config, dir string, nonce uint64, logf
 		if err != nil {
 			return 0, err
 		}
-		f, err := clients[via].pullBlob(ctx, repo, img.layer.desc)
+		f, err := clients[via].PullBlob(ctx, repo, img.Layers[0].Desc)
 		if err != nil {
-			return 0, fmt.Errorf("fan-out: pull through %s: %w", c.nodes[via].name, errors.Join(err, c.alive()))
+			return 0, fmt.Errorf("fan-out: pull through %s: %w", c.nodes[via].Name, errors.Join(err, c.alive()))
 		}
-		return f.total, nil
+		return f.Total, nil
 	}
 	fan := func() (time.Duration, []time.Duration, []int64, error) {
 		img, err := pushNew()
@@ -349,11 +352,11 @@ func benchFanout(ctx context.Context, cfg config, dir string, nonce uint64, logf
 		g, gctx := errgroup.WithContext(ctx)
 		for i := range 3 {
 			g.Go(func() error {
-				f, err := clients[i+1].pullBlob(gctx, repo, img.layer.desc)
+				f, err := clients[i+1].PullBlob(gctx, repo, img.Layers[0].Desc)
 				if err != nil {
-					return fmt.Errorf("pull through %s: %w", c.nodes[i+1].name, err)
+					return fmt.Errorf("pull through %s: %w", c.nodes[i+1].Name, err)
 				}
-				each[i] = f.total
+				each[i] = f.Total
 				return nil
 			})
 		}
@@ -400,7 +403,7 @@ func benchFanout(ctx context.Context, cfg config, dir string, nonce uint64, logf
 		res.fanEach = append(res.fanEach, each)
 		res.fanSent = append(res.fanSent, sent)
 		logf("fan-out round %d/%d: one pull through %s %s; three at once %s (each %v), sent per node %v MiB",
-			r+1, cfg.fanoutRounds, c.nodes[via].name, one.Round(time.Millisecond), all.Round(time.Millisecond),
+			r+1, cfg.fanoutRounds, c.nodes[via].Name, one.Round(time.Millisecond), all.Round(time.Millisecond),
 			roundAll(each), mibAll(sent))
 	}
 	return res, nil
@@ -453,7 +456,7 @@ func roundAll(ds []time.Duration) []time.Duration {
 func mibAll(ns []int64) []string {
 	out := make([]string, len(ns))
 	for i, n := range ns {
-		out[i] = fmt.Sprintf("%.0f", mib(n))
+		out[i] = fmt.Sprintf("%.0f", stats.MiB(n))
 	}
 	return out
 }

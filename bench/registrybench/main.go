@@ -24,6 +24,11 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hubmesh/hubmesh/bench/internal/proc"
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
+	"github.com/hubmesh/hubmesh/bench/internal/report"
+	"github.com/hubmesh/hubmesh/bench/internal/stats"
 )
 
 // config holds the flags.
@@ -32,7 +37,7 @@ type config struct {
 	distribution string
 	aa           bool
 	layers       int
-	layerSize    byteSize
+	layerSize    stats.ByteSize
 	rounds       int
 	warmup       int
 	conc         int
@@ -92,8 +97,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			errs = append(errs, fmt.Errorf("-%s %d: want at least %d", v.name, v.n, v.min))
 		}
 	}
-	if c.layerSize < saltLen {
-		errs = append(errs, fmt.Errorf("-layer-size %s: want at least %d bytes", c.layerSize, saltLen))
+	if c.layerSize < regclient.SaltLen {
+		errs = append(errs, fmt.Errorf("-layer-size %s: want at least %d bytes", c.layerSize, regclient.SaltLen))
 	}
 	c.args = args
 	return c, errors.Join(errs...)
@@ -126,7 +131,7 @@ type target struct {
 	bin   string
 
 	srv *server
-	cl  *client
+	cl  *regclient.Client
 	res result
 }
 
@@ -136,7 +141,7 @@ type result struct {
 	idleRSS, peakRSS int64
 	push, pull       []float64       // MiB/s per measured round
 	pushCPU, pullCPU []time.Duration // server CPU time per measured round
-	seq, conc        manifestRun
+	seq, conc        regclient.PutRun
 }
 
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) {
@@ -175,7 +180,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			}
 		}()
 	}
-	env := probeEnv(dir)
+	env := report.ProbeEnv(dir)
 
 	var nonceB [8]byte
 	_, _ = rand.Read(nonceB[:])
@@ -202,18 +207,18 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			return err
 		}
 		defer func() {
-			if serr := t.srv.stop(); serr != nil && err == nil {
+			if serr := t.srv.Stop(); serr != nil && err == nil {
 				err = serr
 			}
 		}()
 		// Ready, and one GET /v2/ answered: this is the idle footprint.
-		if t.res.idleRSS, err = t.srv.procStatus("VmRSS"); err != nil {
+		if t.res.idleRSS, err = t.srv.Status("VmRSS"); err != nil {
 			return err
 		}
 		t.res.version = t.srv.version
-		t.cl = newClient(t.srv.base, cfg.conc)
-		defer t.cl.close()
-		logf("%s (%s) ready at %s, idle RSS %.1f MiB", t.name, t.res.version, t.srv.base, mib(t.res.idleRSS))
+		t.cl = regclient.NewClient(t.srv.base, regclient.NewTransport(64), cfg.conc)
+		defer t.cl.Close()
+		logf("%s (%s) ready at %s, idle RSS %.1f MiB", t.name, t.res.version, t.srv.base, stats.MiB(t.res.idleRSS))
 	}
 
 	total := cfg.warmup + cfg.rounds
@@ -222,7 +227,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		if err != nil {
 			return err
 		}
-		img, err := newImage(blobs, nil)
+		img, err := regclient.NewImage(blobs, nil)
 		if err != nil {
 			return err
 		}
@@ -248,32 +253,32 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		for _, t := range targets {
 			for _, m := range []struct {
 				conc int
-				out  *manifestRun
+				out  *regclient.PutRun
 			}{{1, &t.res.seq}, {cfg.manifestConc, &t.res.conc}} {
 				syscall.Sync()
 				repo := fmt.Sprintf("bench/manifests-c%d", m.conc)
-				if *m.out, err = t.cl.manifestPuts(ctx, repo, cfg.manifests, m.conc); err != nil {
-					return fmt.Errorf("%s: manifest PUTs: %w", t.name, errors.Join(err, t.srv.alive()))
+				if *m.out, err = manifestPuts(ctx, t.cl, repo, cfg.manifests, m.conc); err != nil {
+					return fmt.Errorf("%s: manifest PUTs: %w", t.name, errors.Join(err, t.srv.Alive()))
 				}
 				logf("%s: %d manifest PUTs, %d at a time: p50 %s p99 %s", t.name, cfg.manifests, m.conc,
-					percentile(m.out.lat, 50), percentile(m.out.lat, 99))
+					stats.Percentile(m.out.Lat, 50), stats.Percentile(m.out.Lat, 99))
 			}
 		}
 	}
 	for _, t := range targets {
-		if t.res.peakRSS, err = t.srv.procStatus("VmHWM"); err != nil {
+		if t.res.peakRSS, err = t.srv.Status("VmHWM"); err != nil {
 			return err
 		}
 	}
 
-	rep := report{cfg: cfg, env: env, targets: targets, prefault: prefaulted}
+	rep := benchReport{cfg: cfg, env: env, targets: targets, prefault: prefaulted}
 	var md strings.Builder
 	rep.render(&md)
 	if _, err := io.WriteString(stdout, md.String()); err != nil {
 		return err
 	}
 	if cfg.out != "" {
-		if err := writeAtomic(cfg.out, []byte(rep.document(md.String()))); err != nil {
+		if err := report.WriteAtomic(cfg.out, []byte(rep.document(md.String()))); err != nil {
 			return err
 		}
 		logf("wrote %s", cfg.out)
@@ -281,93 +286,85 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	return nil
 }
 
-// runPrefault touches and frees memory as -prefault says (see prefault)
+// runPrefault touches and frees memory as -prefault says (see
+// proc.Prefault)
 // and describes what it did.
 func runPrefault(ctx context.Context, cfg config, targets int) (string, error) {
 	size := int64(cfg.prefault.size)
 	if cfg.prefault.auto {
-		avail, err := memAvailable()
+		avail, err := proc.MemAvailable()
 		if err != nil {
 			return "", fmt.Errorf("prefault: %w", err)
 		}
 		writes := int64(cfg.warmup+cfg.rounds) * int64(targets) * int64(cfg.layers) * int64(cfg.layerSize)
-		size = prefaultSize(writes, avail)
+		size = proc.PrefaultSize(writes, avail)
 	}
 	if size <= 0 {
 		return "off", nil
 	}
-	d, err := prefault(ctx, size)
+	d, err := proc.Prefault(ctx, size)
 	if err != nil {
 		return "", err
 	}
 	// A rate of a few hundred MiB/s means the VM's memory was fresh.
-	return fmt.Sprintf("%.1f GiB touched and freed at %.0f MiB/s", float64(size)/(1<<30), mib(size)/d.Seconds()), nil
+	return fmt.Sprintf("%.1f GiB touched and freed at %.0f MiB/s", float64(size)/(1<<30), stats.MiB(size)/d.Seconds()), nil
 }
 
 // round pushes img to t under a fresh tag, then pulls it back, and returns
 // the throughput of each in MiB/s of layer data and the server CPU each
 // used. Dirty pages are flushed before each step, untimed, so that one
 // registry's deferred writeback does not land in another's timing.
-func round(ctx context.Context, t *target, img *image, tag string) (push, pull float64, pushCPU, pullCPU time.Duration, err error) {
+func round(ctx context.Context, t *target, img *regclient.Image, tag string) (push, pull float64, pushCPU, pullCPU time.Duration, err error) {
 	var size int64
-	for _, l := range img.layers {
-		size += l.desc.Size
+	for _, l := range img.Layers {
+		size += l.Desc.Size
 	}
 	const repo = "bench/image"
 	fail := func(what string, err error) error {
-		return fmt.Errorf("%s: %s %s:%s: %w", t.name, what, repo, tag, errors.Join(err, t.srv.alive()))
+		return fmt.Errorf("%s: %s %s:%s: %w", t.name, what, repo, tag, errors.Join(err, t.srv.Alive()))
 	}
 
 	syscall.Sync()
-	cpu0, err := t.srv.cpu()
+	cpu0, err := t.srv.CPU()
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
 	start := time.Now()
-	if err := t.cl.push(ctx, repo, tag, img); err != nil {
+	if err := t.cl.Push(ctx, repo, tag, img); err != nil {
 		return 0, 0, 0, 0, fail("push", err)
 	}
-	push = mib(size) / time.Since(start).Seconds()
-	cpu1, err := t.srv.cpu()
+	push = stats.MiB(size) / time.Since(start).Seconds()
+	cpu1, err := t.srv.CPU()
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
 
 	syscall.Sync()
-	cpu2, err := t.srv.cpu()
+	cpu2, err := t.srv.CPU()
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
 	start = time.Now()
-	n, err := t.cl.pull(ctx, repo, tag, img.digest)
+	n, err := t.cl.Pull(ctx, repo, tag, img.Digest)
 	if err != nil {
 		return 0, 0, 0, 0, fail("pull", err)
 	}
-	pull = mib(n) / time.Since(start).Seconds()
-	cpu3, err := t.srv.cpu()
+	pull = stats.MiB(n) / time.Since(start).Seconds()
+	cpu3, err := t.srv.CPU()
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
 	return push, pull, cpu1 - cpu0, cpu3 - cpu2, nil
 }
 
-// writeAtomic writes b to path through a temporary file and a rename.
-func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+// manifestPuts pushes a small config and layer to repo, then PUTs n
+// distinct small manifests that reference them, each under its own tag,
+// conc at a time, and times every PUT. The manifests are built before the
+// clock starts.
+func manifestPuts(ctx context.Context, cl *regclient.Client, repo string, n, conc int) (regclient.PutRun, error) {
+	ms, err := cl.SmallManifests(ctx, repo, "", n)
 	if err != nil {
-		return err
+		return regclient.PutRun{}, err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return cl.ManifestPuts(ctx, repo, "m", ms, conc)
 }

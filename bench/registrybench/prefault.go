@@ -1,67 +1,16 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/hubmesh/hubmesh/bench/internal/stats"
 )
 
-// prefaultChunk is the size of one anonymous mapping touched by prefault.
-const prefaultChunk = 256 << 20
-
-// prefault maps about size bytes of anonymous memory, writes one byte to
-// every page, then unmaps all of it, and returns how long that took.
-//
-// Why: on a VM whose memory the host backs lazily (the firecracker machines
-// this project runs on), the first use of a guest page costs a fault on the
-// host. Writing a file into never-used page cache then runs at ~230 MB/s
-// instead of ~2 GB/s, so a push would measure the host rather than the
-// registry, and whichever registry happened to get fresh pages would lose.
-// Pages that were touched once and freed are reused by the guest kernel
-// for the page cache that the registries fill next.
-func prefault(ctx context.Context, size int64) (time.Duration, error) {
-	start := time.Now()
-	var regions [][]byte
-	defer func() {
-		for _, b := range regions {
-			_ = syscall.Munmap(b)
-		}
-	}()
-	page := int64(os.Getpagesize())
-	for done := int64(0); done < size; {
-		if err := ctx.Err(); err != nil {
-			return 0, fmt.Errorf("prefault: %w", err)
-		}
-		n := min(prefaultChunk, (size-done+page-1)/page*page)
-		b, err := syscall.Mmap(-1, 0, int(n), syscall.PROT_READ|syscall.PROT_WRITE,
-			syscall.MAP_ANON|syscall.MAP_PRIVATE)
-		if err != nil {
-			return 0, fmt.Errorf("prefault: mmap after %d MiB: %w", done>>20, err)
-		}
-		regions = append(regions, b)
-		for i := 0; i < len(b); i += int(page) {
-			b[i] = 1
-		}
-		done += n
-	}
-	return time.Since(start), nil
-}
-
-// prefaultSize is the memory prefault touches in auto mode: what the
-// registries will write in the run, with a margin, but leaving 2 GiB of
-// the available memory alone.
-func prefaultSize(writes, available int64) int64 {
-	want := writes + writes/4 + 1<<30
-	return max(0, min(want, available-2<<30))
-}
-
-// prefaultFlag is -prefault: "auto", "0" (off) or a size.
+// prefaultFlag is -prefault: "auto", "0" (off) or a size. See proc.Prefault
+// for why the harness touches memory before measuring.
 type prefaultFlag struct {
 	auto bool
-	size byteSize
+	size stats.ByteSize
 }
 
 func (p *prefaultFlag) String() string {
@@ -78,13 +27,4 @@ func (p *prefaultFlag) Set(s string) error {
 	}
 	*p = prefaultFlag{}
 	return p.size.Set(s)
-}
-
-// memAvailable returns MemAvailable from /proc/meminfo.
-func memAvailable() (int64, error) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	return parseStatusKB(b, "MemAvailable")
 }

@@ -4,139 +4,26 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
+	"github.com/hubmesh/hubmesh/bench/internal/report"
+	"github.com/hubmesh/hubmesh/bench/internal/stats"
 )
 
-// byteSize is a size flag: a number with an optional binary unit.
-type byteSize int64
-
-var units = []struct {
-	suffix string
-	mult   int64
-}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}}
-
-func (b byteSize) String() string {
-	for _, u := range units[:3] {
-		if b != 0 && int64(b)%u.mult == 0 {
-			return strconv.FormatInt(int64(b)/u.mult, 10) + u.suffix
-		}
-	}
-	return strconv.FormatInt(int64(b), 10) + "B"
-}
-
-// Set parses "128MiB", "512KiB", "1G", "4096".
-func (b *byteSize) Set(s string) error {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return fmt.Errorf("bad size %q: want a number with an optional unit B, KiB, MiB or GiB", s)
-	}
-	*b = byteSize(n * mult)
-	return nil
-}
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
-
-// median returns the median of xs (the mean of the middle two for an even
-// count), or NaN for none.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// percentile returns the nearest-rank p-th percentile of ds (0 < p <= 100),
-// or 0 for none.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	rank := int(math.Ceil(p / 100 * float64(len(s))))
-	return s[min(max(rank, 1), len(s))-1]
-}
-
-// env describes the machine a run happened on.
-type env struct {
-	date   time.Time
-	cpus   int
-	model  string
-	memory int64
-	kernel string
-	fs     string
-}
-
-func probeEnv(dir string) env {
-	e := env{date: time.Now().UTC(), cpus: runtime.NumCPU(), model: "unknown CPU", kernel: "unknown", fs: "unknown"}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		e.memory, _ = parseStatusKB(b, "MemTotal")
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		e.kernel = strings.TrimSpace(string(b))
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err == nil {
-		e.fs = fsName(int64(st.Type))
-	}
-	return e
-}
-
-// fsName names the common Linux filesystem magic numbers.
-func fsName(magic int64) string {
-	switch magic {
-	case 0xEF53:
-		return "ext4"
-	case 0x58465342:
-		return "xfs"
-	case 0x9123683E:
-		return "btrfs"
-	case 0x01021994:
-		return "tmpfs"
-	case 0x794C7630:
-		return "overlayfs"
-	case 0x2FC12FC1:
-		return "zfs"
-	}
-	return fmt.Sprintf("fs magic %#x", magic)
-}
-
-// report renders the results of a run as markdown.
-type report struct {
+// benchReport renders the results of a run as markdown.
+type benchReport struct {
 	cfg      config
-	env      env
+	env      report.Env
 	targets  []*target
 	prefault string // what runPrefault did
 }
 
 // render writes the summary table, the per-round table and the setup.
-func (r report) render(w io.Writer) {
+func (r benchReport) render(w io.Writer) {
 	a, b := r.targets[0], r.targets[1]
 	gib := float64(r.cfg.layers) * float64(r.cfg.layerSize) / (1 << 30)
 	fmt.Fprintf(w, "| %d x %s image, median of %d rounds | %s | %s | %s / %s |\n",
@@ -146,27 +33,27 @@ func (r report) render(w io.Writer) {
 		x, y := f(&a.res), f(&b.res)
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", label, num(x, unit), num(y, unit), ratio(x, y))
 	}
-	row("push (MiB/s)", "", func(s *result) float64 { return median(s.push) })
-	row("pull (MiB/s)", "", func(s *result) float64 { return median(s.pull) })
-	row("server CPU per GiB pushed (s)", "s", func(s *result) float64 { return median(perGiB(s.pushCPU, gib)) })
-	row("server CPU per GiB pulled (s)", "s", func(s *result) float64 { return median(perGiB(s.pullCPU, gib)) })
+	row("push (MiB/s)", "", func(s *result) float64 { return stats.Median(s.push) })
+	row("pull (MiB/s)", "", func(s *result) float64 { return stats.Median(s.pull) })
+	row("server CPU per GiB pushed (s)", "s", func(s *result) float64 { return stats.Median(perGiB(s.pushCPU, gib)) })
+	row("server CPU per GiB pulled (s)", "s", func(s *result) float64 { return stats.Median(perGiB(s.pullCPU, gib)) })
 	if r.cfg.manifests > 0 {
 		for _, m := range []struct {
 			label string
-			run   func(*result) manifestRun
+			run   func(*result) regclient.PutRun
 		}{
-			{"sequential", func(s *result) manifestRun { return s.seq }},
-			{fmt.Sprintf("%d concurrent", r.cfg.manifestConc), func(s *result) manifestRun { return s.conc }},
+			{"sequential", func(s *result) regclient.PutRun { return s.seq }},
+			{fmt.Sprintf("%d concurrent", r.cfg.manifestConc), func(s *result) regclient.PutRun { return s.conc }},
 		} {
-			row(fmt.Sprintf("manifest PUT p50, %s (ms)", m.label), "ms", func(s *result) float64 { return ms(percentile(m.run(s).lat, 50)) })
-			row(fmt.Sprintf("manifest PUT p99, %s (ms)", m.label), "ms", func(s *result) float64 { return ms(percentile(m.run(s).lat, 99)) })
+			row(fmt.Sprintf("manifest PUT p50, %s (ms)", m.label), "ms", func(s *result) float64 { return ms(stats.Percentile(m.run(s).Lat, 50)) })
+			row(fmt.Sprintf("manifest PUT p99, %s (ms)", m.label), "ms", func(s *result) float64 { return ms(stats.Percentile(m.run(s).Lat, 99)) })
 			row(fmt.Sprintf("manifest PUTs/s, %s", m.label), "", func(s *result) float64 {
-				return float64(len(m.run(s).lat)) / m.run(s).elapsed.Seconds()
+				return m.run(s).PerSecond()
 			})
 		}
 	}
-	row("idle RSS (MiB)", "MiB", func(s *result) float64 { return mib(s.idleRSS) })
-	row("peak RSS over the run (MiB)", "MiB", func(s *result) float64 { return mib(s.peakRSS) })
+	row("idle RSS (MiB)", "MiB", func(s *result) float64 { return stats.MiB(s.idleRSS) })
+	row("peak RSS over the run (MiB)", "MiB", func(s *result) float64 { return stats.MiB(s.peakRSS) })
 	fmt.Fprintf(w, "\nThe ratio column is %s / %s: above 1 is better for MiB/s and PUTs/s,\n"+
 		"below 1 is better for latency, CPU and memory.\n", a.name, b.name)
 
@@ -174,9 +61,8 @@ func (r report) render(w io.Writer) {
 	for i := range r.cfg.rounds {
 		fmt.Fprintf(w, "| %d | %.0f / %.0f | %.0f / %.0f |\n", i+1, a.res.push[i], a.res.pull[i], b.res.push[i], b.res.pull[i])
 	}
-	fmt.Fprintf(w, "\n- Date: %s\n", r.env.date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "- Machine: %d CPUs (%s), %.1f GiB RAM, Linux %s, data on %s\n",
-		r.env.cpus, r.env.model, float64(r.env.memory)/(1<<30), r.env.kernel, r.env.fs)
+	fmt.Fprintf(w, "\n- Date: %s\n", r.env.Date.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "- Machine: %s\n", r.env.Machine())
 	fmt.Fprintf(w, "- Prefault: %s\n", r.prefault)
 	for _, t := range r.targets {
 		fmt.Fprintf(w, "- %s: `%s`\n", t.name, t.res.version)
@@ -185,7 +71,7 @@ func (r report) render(w io.Writer) {
 }
 
 // document wraps the rendered results into docs/benchmarks.md.
-func (r report) document(results string) string {
+func (r benchReport) document(results string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Benchmarks
 
