@@ -25,7 +25,6 @@ import (
 // stuck on it are moved to the other nodes.
 const writesResumeWithin = 5 * time.Second
 
-
 // clusterPush is one push of a concurrent stream.
 type clusterPush struct {
 	via       *nodetest.Process
