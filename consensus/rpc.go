@@ -301,7 +301,17 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	if n.cfg.RPC == nil && !n.IsLeader() {
 		return fmt.Errorf("read barrier: %w: no leader to ask (forwarding is off)", hubmesh.ErrUnavailable)
 	}
-	idx, err := onLeader(ctx, n, "read barrier", n.readIndex,
+	idx, err := n.leaderReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return n.WaitApplied(ctx, idx)
+}
+
+// leaderReadIndex asks the leader (or, on the leader, itself) for the index
+// this node must apply to see every write acknowledged so far.
+func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
+	return onLeader(ctx, n, "read barrier", n.readIndex,
 		func(ctx context.Context, leader string) (uint64, error) {
 			resp, err := n.call(ctx, leader, &rpcRequest{Kind: rpcReadIndex})
 			if err != nil {
@@ -309,10 +319,6 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 			}
 			return resp.Index, nil
 		})
-	if err != nil {
-		return err
-	}
-	return n.WaitApplied(ctx, idx)
 }
 
 // readIndex is the leader's side of a read barrier: after confirming that
@@ -356,7 +362,11 @@ func (n *Node) lastFSMIndex(i uint64) uint64 {
 // readFresh runs read on the local state. When a follower misses locally
 // (miss says so), the data may simply not have arrived yet: it waits for
 // a read barrier, bounded by Config.ReadBarrierTimeout, and reads again.
-// If the barrier fails, the local answer stands.
+// If the leader cannot be asked (partition, no quorum), the local answer
+// stands: a node cut off keeps serving what it has. If the leader answered
+// but this node has not caught up within the bound (just restarted, or
+// installing a snapshot), the miss may be false, so the read fails with
+// ErrUnavailable (503, retry) rather than a 404 that is not true.
 func readFresh[T any](ctx context.Context, n *Node, read func() (T, error), miss func(T, error) bool) (T, error) {
 	v, err := read()
 	if !miss(v, err) || n.cfg.RPC == nil || n.IsLeader() {
@@ -364,9 +374,15 @@ func readFresh[T any](ctx context.Context, n *Node, read func() (T, error), miss
 	}
 	bctx, cancel := context.WithTimeout(ctx, n.cfg.ReadBarrierTimeout)
 	defer cancel()
-	if berr := n.ReadBarrier(bctx); berr != nil {
-		n.logger.Debug("read barrier failed; answering from local state", "error", berr)
+	idx, ierr := n.leaderReadIndex(bctx)
+	if ierr != nil {
+		n.logger.Debug("read barrier failed; answering from local state", "error", ierr)
 		return v, err
+	}
+	if werr := n.WaitApplied(bctx, idx); werr != nil {
+		var zero T
+		return zero, fmt.Errorf("this node is catching up with the leader (applied %d of %d): %w",
+			n.fsm.applied.Load(), idx, hubmesh.ErrUnavailable)
 	}
 	return read()
 }

@@ -39,6 +39,10 @@ const (
 	dirChunks    = "chunks"
 )
 
+// catchUpWait bounds how long a starting node waits to apply what the
+// leader has committed before it reports ready.
+const catchUpWait = 30 * time.Second
+
 // shutdownTimeout bounds how long a graceful stop waits for requests in
 // flight before closing their connections.
 const shutdownTimeout = 10 * time.Second
@@ -264,6 +268,13 @@ func (n *Node) Run(ctx context.Context) error {
 		if err := n.waitClusterInfo(gctx); err != nil {
 			return n.shutdown()
 		}
+		// A restarted node catches up before it calls itself ready, so
+		// that it does not answer from a state it knows is behind.
+		cctx, cancel := context.WithTimeout(gctx, catchUpWait)
+		if err := n.meta.ReadBarrier(cctx); err != nil && gctx.Err() == nil {
+			n.log.Warn("not caught up with the leader; serving anyway", "err", err)
+		}
+		cancel()
 		n.ready.Store(true)
 		addrs := n.Addrs()
 		if n.cfg.AddrFile != "" {
