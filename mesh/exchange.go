@@ -284,11 +284,34 @@ func (e *Exchange) Fetch(ctx context.Context, d digest.Digest, size int64, root 
 		}
 		return rc, nil
 	}
+	return t.reader(ctx)
+}
+
+// Attach returns a reader of the transfer of d that is under way on this
+// node, or nil (and no error) when there is none. A pull that arrives while
+// the blob is still being fetched here needs no holder to answer again:
+// the holders may be gone while the chunks are all here.
+func (e *Exchange) Attach(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	e.mu.Lock()
+	t := e.transfers[d]
+	if t != nil {
+		t.enter()
+	}
+	e.mu.Unlock()
+	if t == nil {
+		return nil, nil
+	}
+	return t.reader(ctx)
+}
+
+// reader waits for the chunk list of t and returns a reader of the blob as
+// it arrives. The caller has entered t; on error it has left again.
+func (t *transfer) reader(ctx context.Context) (io.ReadCloser, error) {
 	select {
 	case <-t.ready:
 	case <-ctx.Done():
 		t.leave()
-		return nil, fmt.Errorf("fetch %s: chunk list %s not received: %w: %w", d, root, hubmesh.ErrUnavailable, ctx.Err())
+		return nil, fmt.Errorf("fetch %s: chunk list %s not received: %w: %w", t.d, t.root, hubmesh.ErrUnavailable, ctx.Err())
 	}
 	if err := t.readyErr; err != nil {
 		t.leave()

@@ -729,3 +729,57 @@ func TestExchangeServesFetchInProgress(t *testing.T) {
 		t.Errorf("b: Has(chunk 0) during the fetch = %v, %v", ok, err)
 	}
 }
+
+// TestExchangeAttach joins a transfer under way: the second reader gets the
+// same bytes without naming a holder; once the blob is kept there is
+// nothing to attach to.
+func TestExchangeAttach(t *testing.T) {
+	t.Parallel()
+	cfg := ExchangeConfig{Logger: testLogger(t), ChunkSize: 256 << 10}
+	a, b := newExNode(t, cfg), newExNode(t, cfg)
+	data := randomBytes(t, 3<<20+17)
+	d, root := a.putBlob(t, data)
+
+	if rc, err := b.ex.Attach(t.Context(), d); rc != nil || err != nil {
+		t.Fatalf("Attach before any transfer = %v, %v; want nil, nil", rc, err)
+	}
+	first, err := b.ex.Fetch(t.Context(), d, int64(len(data)), root, b.knows(t, a))
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	second, err := b.ex.Attach(t.Context(), d)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if second == nil {
+		// The transfer may already have ended and kept the blob.
+		if _, err := b.store.Stat(t.Context(), d); err != nil {
+			t.Fatalf("no transfer to attach to and the blob is not kept: %v", err)
+		}
+	} else {
+		got, err := io.ReadAll(second)
+		second.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("attached reader: %d bytes, %v", len(got), err)
+		}
+	}
+	got, err := io.ReadAll(first)
+	first.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("fetch reader: %d bytes, %v", len(got), err)
+	}
+	if _, err := b.store.Stat(t.Context(), d); err != nil {
+		t.Fatalf("blob not kept after the reader's EOF: %v", err)
+	}
+	// The finished transfer leaves the map right after its readers see
+	// EOF: attaching in that moment still yields the whole blob.
+	if rc, err := b.ex.Attach(t.Context(), d); err != nil {
+		t.Fatalf("Attach after the blob was kept: %v", err)
+	} else if rc != nil {
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("late attached reader: %d bytes, %v", len(got), err)
+		}
+	}
+}

@@ -66,19 +66,36 @@ func (b *blobs) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, i
 	if err != nil {
 		return nil, 0, err
 	}
-	providers := b.others(info.Replicas)
-	if len(providers) == 0 {
-		return nil, 0, fmt.Errorf("blob %s: no other node holds it: %w", d, hubmesh.ErrBlobUnknown)
+	// Being fetched here already: join that transfer, whoever holds it.
+	if r, err := b.ex.Attach(ctx, d); r != nil || err != nil {
+		if err != nil {
+			return nil, 0, err
+		}
+		return &forwardSeeker{r: r}, info.Size, nil
 	}
-	root, err := b.root(ctx, d, providers)
+	r, err := b.fetch(ctx, info)
 	if err != nil {
-		return nil, 0, err
-	}
-	r, err := b.ex.Fetch(ctx, d, info.Size, root, providers)
-	if err != nil {
+		// A transfer that ended between the first look and now has
+		// installed the blob: serve it rather than fail.
+		if rc, size, serr := b.store.Open(ctx, d); serr == nil {
+			return rc, size, nil
+		}
 		return nil, 0, err
 	}
 	return &forwardSeeker{r: r}, info.Size, nil
+}
+
+// fetch streams a blob this node lacks from the nodes that hold it.
+func (b *blobs) fetch(ctx context.Context, info consensus.BlobInfo) (io.ReadCloser, error) {
+	providers := b.others(info.Replicas)
+	if len(providers) == 0 {
+		return nil, fmt.Errorf("blob %s: no other node holds it: %w", info.Digest, hubmesh.ErrBlobUnknown)
+	}
+	root, err := b.root(ctx, info.Digest, providers)
+	if err != nil {
+		return nil, err
+	}
+	return b.ex.Fetch(ctx, info.Digest, info.Size, root, providers)
 }
 
 // Stat implements registryapi.Blobs.
