@@ -199,13 +199,16 @@ func (b *blobs) fetchAndRecord(ctx context.Context, d digest.Digest, size int64,
 
 // need is how many nodes must hold a blob before a push is acknowledged.
 func (b *blobs) need() int {
+	servers, _ := b.meta.Servers() // on error, no voters: need is 1
+	return b.needOf(servers)
+}
+
+// needOf is need for a known Raft configuration: min(R, voters), at least 1.
+func (b *blobs) needOf(servers []consensus.Server) int {
 	voters := 0
-	servers, err := b.meta.Servers()
-	if err == nil {
-		for _, s := range servers {
-			if s.Suffrage == "voter" {
-				voters++
-			}
+	for _, s := range servers {
+		if s.Suffrage == consensus.RoleVoter {
+			voters++
 		}
 	}
 	return max(1, min(b.replicas, voters))
@@ -293,7 +296,7 @@ func (b *blobs) askReplicas(ctx context.Context, info consensus.BlobInfo, n int,
 	}
 	var cands []string
 	for _, s := range servers {
-		if s.Suffrage == "voter" && !dead[s.ID] && !slices.Contains(info.Replicas, s.ID) {
+		if s.Suffrage == consensus.RoleVoter && !dead[s.ID] && !slices.Contains(info.Replicas, s.ID) {
 			cands = append(cands, s.ID)
 		}
 	}
@@ -394,16 +397,18 @@ func (l replicatingLinks) LinkBlob(ctx context.Context, repo string, desc hubmes
 	if err := l.Node.LinkBlob(ctx, repo, desc); err != nil {
 		return err
 	}
-	if servers, err := l.Node.Servers(); err == nil && len(servers) > 1 {
-		// Other nodes will ask for the chunk list of this blob (to copy
-		// it, or to serve a pull): compute it now, not on the first ask.
-		go func() {
-			if _, err := l.blobs.ex.ChunkRoot(l.bg, desc.Digest); err != nil && l.bg.Err() == nil {
-				l.blobs.log.Warn("chunk list", "digest", desc.Digest, "err", err)
-			}
-		}()
+	servers, err := l.Node.Servers()
+	if err != nil || len(servers) < 2 {
+		return nil // a node alone: no peer will ask for this blob
 	}
-	if l.blobs.need() > 1 {
+	// Other nodes will ask for the chunk list of this blob (to copy it, or
+	// to serve a pull): compute it now, not on the first ask.
+	go func() {
+		if _, err := l.blobs.ex.ChunkRoot(l.bg, desc.Digest); err != nil && l.bg.Err() == nil {
+			l.blobs.log.Warn("chunk list", "digest", desc.Digest, "err", err)
+		}
+	}()
+	if l.blobs.needOf(servers) > 1 {
 		go func() {
 			if err := l.blobs.ensureReplicas(l.bg, desc.Digest); err != nil {
 				l.blobs.log.Warn("early replication", "digest", desc.Digest, "err", err)

@@ -37,11 +37,13 @@ type cluster struct {
 
 var _ registryapi.Cluster = (*cluster)(nil)
 
+// roleOf maps a Raft suffrage or a configured role (voter, mirror) to the
+// member role: voter, or nonvoter for anything else.
 func roleOf(suffrage string) string {
-	if suffrage == "voter" {
-		return "voter"
+	if suffrage == consensus.RoleVoter {
+		return consensus.RoleVoter
 	}
-	return "nonvoter"
+	return consensus.RoleNonvoter
 }
 
 // Status implements registryapi.Cluster.
@@ -67,7 +69,7 @@ func (c *cluster) Status(ctx context.Context) (registryapi.ClusterStatus, error)
 	for _, m := range c.meta.Members() {
 		members[m.ID] = m
 	}
-	alive := c.probe(ctx, servers)
+	alive := probePeers(ctx, c.host, c.meta.ID(), servers)
 	for i, s := range servers {
 		m := members[s.ID]
 		delete(members, s.ID)
@@ -87,27 +89,26 @@ func (c *cluster) Status(ctx context.Context) (registryapi.ClusterStatus, error)
 	return out, nil
 }
 
-// probeTimeout bounds how long Status waits for a member it is not
+// probeTimeout bounds how long a probe waits for a member this node is not
 // connected to.
 const probeTimeout = time.Second
 
-// probe reports, for each server, whether this node can reach it over
-// libp2p now: connected already, or connecting within probeTimeout.
-func (c *cluster) probe(ctx context.Context, servers []consensus.Server) []bool {
+// probePeers reports, for each server, whether this node (self) can reach
+// it over libp2p now: connected already, or connecting within
+// probeTimeout. Unconnected servers are dialled in parallel.
+func probePeers(ctx context.Context, host *mesh.Host, self string, servers []consensus.Server) []bool {
 	alive := make([]bool, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
-		if s.ID == c.meta.ID() || c.host.Connected(s.ID) {
+		if s.ID == self || host.Connected(s.ID) {
 			alive[i] = true
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 			defer cancel()
-			alive[i] = c.host.Connect(pctx, s.ID) == nil
-		}()
+			alive[i] = host.Connect(pctx, s.ID) == nil
+		})
 	}
 	wg.Wait()
 	return alive
@@ -284,21 +285,10 @@ func readTokenFile(ctx context.Context, path string) (string, error) {
 // the file is rewritten every half of it, so it always holds a valid one.
 const tokenFileTTL = 24 * time.Hour
 
-// writeTokenFile waits until the cluster has its identity, then keeps a
-// valid voter join token in path (written atomically) until ctx ends.
+// writeTokenFile keeps a valid voter join token in path (written
+// atomically) until ctx ends. Run calls it once the cluster identity is
+// applied here.
 func (c *cluster) writeTokenFile(ctx context.Context, path string) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, ok := c.meta.Cluster(); ok {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
 	refresh := time.NewTicker(tokenFileTTL / 2)
 	defer refresh.Stop()
 	for {

@@ -137,9 +137,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 	n.closers = append(n.closers, n.ex.Close)
 
 	n.self = consensus.Member{ID: n.host.ID(), HTTP: advertisedHTTP(n.ln), P2P: n.host.Addrs(), Role: roleOf(cfg.Role)}
-	if cfg.Role == "mirror" {
-		n.self.Role = "nonvoter"
-	}
 	n.meta, err = consensus.Open(ctx, consensus.Config{
 		Dir:           filepath.Join(cfg.DataDir, dirConsensus),
 		NodeID:        n.host.ID(),

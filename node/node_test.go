@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -201,7 +202,7 @@ func TestNewFailsClearly(t *testing.T) {
 	})
 	t.Run("data dir is a file", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "f")
-		if err := writeAddrFile(file, Addrs{}); err != nil {
+		if err := os.WriteFile(file, []byte("not a directory"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		cfg := Default()

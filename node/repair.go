@@ -51,7 +51,7 @@ func (r *repairer) Run(ctx context.Context) error {
 	}
 }
 
-// pass runs one repair pass and returns how many blobs it restored.
+// pass runs one repair pass.
 func (r *repairer) pass(ctx context.Context) error {
 	dead, err := r.deadNodes(ctx)
 	if err != nil {
@@ -103,26 +103,20 @@ func (r *repairer) deadNodes(ctx context.Context) (map[string]bool, error) {
 	now := time.Now()
 	dead := map[string]bool{}
 	seen := map[string]bool{}
-	for _, s := range servers {
-		seen[s.ID] = true
-		if s.ID == r.meta.ID() || r.host.Connected(s.ID) {
-			delete(r.downSince, s.ID)
+	for i, alive := range probePeers(ctx, r.host, r.meta.ID(), servers) {
+		id := servers[i].ID
+		seen[id] = true
+		if alive {
+			delete(r.downSince, id)
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		err := r.host.Connect(pctx, s.ID)
-		cancel()
-		if err == nil {
-			delete(r.downSince, s.ID)
-			continue
-		}
-		since, ok := r.downSince[s.ID]
+		since, ok := r.downSince[id]
 		if !ok {
-			r.downSince[s.ID] = now
+			r.downSince[id] = now
 			since = now
 		}
 		if now.Sub(since) > r.after {
-			dead[s.ID] = true
+			dead[id] = true
 		}
 	}
 	for id := range r.downSince {

@@ -179,10 +179,18 @@ func StartCluster(t testing.TB, n int, opts Options) []*Process {
 
 // Status asks the node for GET /api/v1/cluster/status.
 func (p *Process) Status(ctx context.Context) (Status, error) {
+	return GetStatus(ctx, p.URL())
+}
+
+// GetStatus asks the node at base (such as "http://127.0.0.1:5000") for
+// GET /api/v1/cluster/status, bounding the request to statusTimeout. It
+// serves nodes the harness did not start, such as containers.
+func GetStatus(ctx context.Context, base string) (Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	var st Status
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/api/v1/cluster/status", nil)
+	url := base + "/api/v1/cluster/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return st, err
 	}
@@ -196,10 +204,10 @@ func (p *Process) Status(ctx context.Context) (Status, error) {
 		return st, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET %s/api/v1/cluster/status: %s: %s", p.URL(), resp.Status, b)
+		return st, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("GET %s/api/v1/cluster/status: %w: %s", p.URL(), err, b)
+		return st, fmt.Errorf("GET %s: %w: %s", url, err, b)
 	}
 	return st, nil
 }
