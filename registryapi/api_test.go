@@ -2,6 +2,7 @@ package registryapi
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -72,26 +73,23 @@ type result struct {
 	body   []byte
 }
 
-// code is the first OCI error code of the body, or "".
-func (r result) code() string {
-	var e struct {
+// firstError is the first error of an OCI error body; zero when the body
+// is not one.
+func (r result) firstError() (e struct{ Code, Message string }) {
+	var body struct {
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
-	if json.Unmarshal(r.body, &e) != nil || len(e.Errors) == 0 {
-		return ""
+	if json.Unmarshal(r.body, &body) == nil && len(body.Errors) > 0 {
+		e = body.Errors[0]
 	}
-	return e.Errors[0].Code
+	return e
 }
 
-func (r result) message() string {
-	var e struct {
-		Errors []struct{ Code, Message string } `json:"errors"`
-	}
-	if json.Unmarshal(r.body, &e) != nil || len(e.Errors) == 0 {
-		return ""
-	}
-	return e.Errors[0].Message
-}
+// code is the first OCI error code of the body, or "".
+func (r result) code() string { return r.firstError().Code }
+
+// message is the first OCI error message of the body, or "".
+func (r result) message() string { return r.firstError().Message }
 
 // do sends one request. body may be nil, []byte (with Content-Length) or an
 // io.Reader (sent chunked, length unknown). hdr are key, value pairs.
@@ -267,6 +265,43 @@ func TestBaseAndRouting(t *testing.T) {
 	if r := e.do("POST", "/v2/", nil); r.hdr.Get("Allow") != "GET, HEAD" {
 		t.Errorf("Allow = %q", r.hdr.Get("Allow"))
 	}
+	for path, want := range map[string]string{
+		"/v2/r/manifests/latest":        "GET, HEAD, PUT, DELETE",
+		"/v2/r/blobs/uploads/":          "POST",
+		"/v2/r/blobs/uploads/some-id":   "GET, PATCH, PUT, DELETE",
+		"/v2/r/tags/list":               "GET",
+		"/v2/r/referrers/sha256:abcdef": "GET",
+	} {
+		r := e.do("OPTIONS", path, nil)
+		e.expect(r, 405, "UNSUPPORTED")
+		if r.hdr.Get("Allow") != want {
+			t.Errorf("OPTIONS %s: Allow = %q, want %q", path, r.hdr.Get("Allow"), want)
+		}
+	}
+}
+
+// TestAllowListsEveryHandledMethod keeps the Allow header in step with the
+// handlers: a method that is served is listed, and nothing else.
+func TestAllowListsEveryHandledMethod(t *testing.T) {
+	e := newEnv(t)
+	h, err := New(Config{Manifests: e.reg, Listings: e.reg, Links: e.reg, Blobs: e.reg, Uploads: e.reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, handlers := range h.routes {
+		listed := strings.Split(h.allow[k], ", ")
+		if h.allow[k] == "" {
+			listed = nil
+		}
+		if len(listed) != len(handlers) {
+			t.Errorf("%s: Allow %q for %d handled methods", templates[k], h.allow[k], len(handlers))
+		}
+		for _, m := range listed {
+			if handlers[m] == nil {
+				t.Errorf("%s: Allow lists %s, which is not handled", templates[k], m)
+			}
+		}
+	}
 }
 
 func TestUploadMonolithicAndPostPut(t *testing.T) {
@@ -354,6 +389,9 @@ func TestUploadChunked(t *testing.T) {
 	e.expect(r, 201, "")
 	if r.hdr.Get("Docker-Content-Digest") != d.String() || r.hdr.Get("Location") != "/v2/repo/blobs/"+d.String() {
 		t.Fatalf("created headers: %v", r.hdr)
+	}
+	if r.hdr.Get("Range") != "" || r.hdr.Get("Docker-Upload-UUID") != "" {
+		t.Fatalf("a created blob still describes its session: %v", r.hdr)
 	}
 	if got := e.do("GET", "/v2/repo/blobs/"+d.String(), nil); !bytes.Equal(got.body, data) {
 		t.Fatal("chunked content differs")
@@ -865,6 +903,36 @@ func TestStoreErrorsMapToWire(t *testing.T) {
 	}
 }
 
+// TestPutManifestStoreErrors pins how a store's refusal of a pushed
+// manifest reads on the wire.
+func TestPutManifestStoreErrors(t *testing.T) {
+	e := newEnv(t)
+	payload := e.image("r", nil)
+	cases := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("child: %w", hubmesh.ErrManifestUnknown), 400, "MANIFEST_BLOB_UNKNOWN"},
+		{fmt.Errorf("layer: %w", hubmesh.ErrManifestBlobUnknown), 400, "MANIFEST_BLOB_UNKNOWN"},
+		{fmt.Errorf("too many tags: %w", hubmesh.ErrInvalid), 400, "MANIFEST_INVALID"},
+		{fmt.Errorf("layer: %w", hubmesh.ErrSizeInvalid), 400, "SIZE_INVALID"},
+		{fmt.Errorf("repo: %w", hubmesh.ErrRepoUnknown), 404, "NAME_UNKNOWN"},
+		{fmt.Errorf("apply: %w", hubmesh.ErrNotLeader), 503, "UNAVAILABLE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			e.reg.setFail(tc.err)
+			defer e.reg.setFail(nil)
+			r := e.putManifest("r", "latest", mediaTypeOCIManifest, payload)
+			e.expect(r, tc.status, tc.code)
+			if tc.status < 500 && !strings.Contains(r.message(), tc.err.Error()) {
+				t.Fatalf("message %q does not carry the store's reason %q", r.message(), tc.err)
+			}
+		})
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	pr := prometheus.NewRegistry()
 	e := newEnv(t, func(c *Config) { c.Registerer = pr })
@@ -958,6 +1026,8 @@ func TestToAPIErrorMapsEverySentinel(t *testing.T) {
 		{hubmesh.ErrSizeInvalid, "SIZE_INVALID", 400},
 		{hubmesh.ErrNotLeader, "UNAVAILABLE", 503},
 		{hubmesh.ErrUnavailable, "UNAVAILABLE", 503},
+		{context.DeadlineExceeded, "UNAVAILABLE", 503},
+		{context.Canceled, "UNAVAILABLE", 503},
 		{hubmesh.ErrDenied, "DENIED", 403},
 		{hubmesh.ErrExists, "DENIED", 409},
 		{hubmesh.ErrNotFound, "NOT_FOUND", 404},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -101,21 +100,34 @@ func NewClusterHandler(c Cluster, logger *slog.Logger) (*ClusterHandler, error) 
 		return nil, errors.New("registryapi: NewClusterHandler needs a Cluster and a Logger")
 	}
 	h := &ClusterHandler{cluster: c, log: logger, mux: http.NewServeMux()}
-	h.handle("GET /api/v1/cluster/status", h.status)
-	h.handle("POST /api/v1/cluster/join-tokens", h.joinToken)
-	h.handle("POST /api/v1/cluster/join", h.join)
-	h.handle("POST /api/v1/cluster/leave", h.leave)
-	h.handle("DELETE /api/v1/cluster/members/{id}", h.remove)
+	h.handle(http.MethodGet, "/api/v1/cluster/status", h.status)
+	h.handle(http.MethodPost, "/api/v1/cluster/join-tokens", h.joinToken)
+	h.handle(http.MethodPost, "/api/v1/cluster/join", h.join)
+	h.handle(http.MethodPost, "/api/v1/cluster/leave", h.leave)
+	h.handle(http.MethodDelete, "/api/v1/cluster/members/{id}", h.remove)
 	h.mux.HandleFunc("/api/v1/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(h.log, w, r, "/api/v1/cluster/", newError(codeNotFound, "no such API endpoint: %s %s", truncate(r.Method, 20), truncate(r.URL.Path, 200)))
 	})
 	return h, nil
 }
 
-func (h *ClusterHandler) handle(pattern string, fn func(http.ResponseWriter, *http.Request) error) {
+// handle serves method on path with fn; any other method on path is a 405
+// with an Allow header, as on the registry API, not the catch-all's 404.
+func (h *ClusterHandler) handle(method, path string, fn func(http.ResponseWriter, *http.Request) error) {
+	pattern := method + " " + path
+	h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		writeError(h.log, w, r, path, newError(codeMethodNotAllowed, "method %s not allowed on %s", truncate(r.Method, 20), path))
+	})
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
-			writeError(h.log, w, r, pattern, err)
+		rw := &responseWriter{ResponseWriter: w}
+		err := fn(rw, r)
+		switch {
+		case err == nil:
+		case rw.wroteHeader: // the body write failed: the client went away
+			h.log.Debug("response aborted", "method", r.Method, "route", pattern, "err", err)
+		default:
+			writeError(h.log, rw, r, pattern, err)
 		}
 	})
 }
@@ -128,7 +140,7 @@ func (h *ClusterHandler) status(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeClusterJSON(w, http.StatusOK, st)
+	return writeJSON(w, http.StatusOK, "application/json", st)
 }
 
 func (h *ClusterHandler) joinToken(w http.ResponseWriter, r *http.Request) error {
@@ -157,7 +169,7 @@ func (h *ClusterHandler) joinToken(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	return writeClusterJSON(w, http.StatusCreated, tok)
+	return writeJSON(w, http.StatusCreated, "application/json", tok)
 }
 
 func (h *ClusterHandler) join(w http.ResponseWriter, r *http.Request) error {
@@ -172,7 +184,7 @@ func (h *ClusterHandler) join(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeClusterJSON(w, http.StatusOK, resp)
+	return writeJSON(w, http.StatusOK, "application/json", resp)
 }
 
 func (h *ClusterHandler) leave(w http.ResponseWriter, r *http.Request) error {
@@ -198,16 +210,5 @@ func readJSON(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
 		return newError(codeBadRequest, "request body: %v", err)
 	}
-	return nil
-}
-
-func writeClusterJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode response: %w", err)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 	return nil
 }

@@ -110,6 +110,31 @@ type bodyError struct{ err error }
 func (e *bodyError) Error() string { return "reading request body: " + e.err.Error() }
 func (e *bodyError) Unwrap() error { return e.err }
 
+// sentinelCodes maps domain errors to wire codes. toAPIError takes the
+// first row err matches, so the specific sentinels come before the generic
+// ones they may also wrap (ErrNotFound, ErrInvalid).
+var sentinelCodes = []struct {
+	err  error
+	code errorCode
+}{
+	{hubmesh.ErrRepoUnknown, codeNameUnknown},
+	{hubmesh.ErrManifestUnknown, codeManifestUnknown},
+	{hubmesh.ErrBlobUnknown, codeBlobUnknown},
+	{hubmesh.ErrUploadUnknown, codeBlobUploadUnknown},
+	{hubmesh.ErrManifestBlobUnknown, codeManifestBlobUnknown},
+	{hubmesh.ErrDigestMismatch, codeDigestInvalid},
+	{hubmesh.ErrRangeInvalid, codeRangeInvalid},
+	{hubmesh.ErrSizeInvalid, codeSizeInvalid},
+	{hubmesh.ErrNotLeader, codeUnavailable},
+	{hubmesh.ErrUnavailable, codeUnavailable},
+	{context.DeadlineExceeded, codeUnavailable},
+	{context.Canceled, codeUnavailable},
+	{hubmesh.ErrDenied, codeDenied},
+	{hubmesh.ErrExists, codeConflict},
+	{hubmesh.ErrNotFound, codeNotFound},
+	{hubmesh.ErrInvalid, codeBadRequest},
+}
+
 // toAPIError maps any error a handler returns to its wire form. Domain
 // errors are matched with errors.Is against the root sentinels, most
 // specific first.
@@ -123,34 +148,11 @@ func toAPIError(err error) *apiError {
 		return &apiError{code: codeBlobUploadInvalid, message: be.Error(), cause: err}
 	}
 	code := codeUnknown
-	switch {
-	case errors.Is(err, hubmesh.ErrRepoUnknown):
-		code = codeNameUnknown
-	case errors.Is(err, hubmesh.ErrManifestUnknown):
-		code = codeManifestUnknown
-	case errors.Is(err, hubmesh.ErrBlobUnknown):
-		code = codeBlobUnknown
-	case errors.Is(err, hubmesh.ErrUploadUnknown):
-		code = codeBlobUploadUnknown
-	case errors.Is(err, hubmesh.ErrManifestBlobUnknown):
-		code = codeManifestBlobUnknown
-	case errors.Is(err, hubmesh.ErrDigestMismatch):
-		code = codeDigestInvalid
-	case errors.Is(err, hubmesh.ErrRangeInvalid):
-		code = codeRangeInvalid
-	case errors.Is(err, hubmesh.ErrSizeInvalid):
-		code = codeSizeInvalid
-	case errors.Is(err, hubmesh.ErrNotLeader), errors.Is(err, hubmesh.ErrUnavailable),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		code = codeUnavailable
-	case errors.Is(err, hubmesh.ErrDenied):
-		code = codeDenied
-	case errors.Is(err, hubmesh.ErrExists):
-		code = codeConflict
-	case errors.Is(err, hubmesh.ErrNotFound):
-		code = codeNotFound
-	case errors.Is(err, hubmesh.ErrInvalid):
-		code = codeBadRequest
+	for _, m := range sentinelCodes {
+		if errors.Is(err, m.err) {
+			code = m.code
+			break
+		}
 	}
 	return &apiError{code: code, message: err.Error(), cause: err}
 }
@@ -165,14 +167,8 @@ type wireError struct {
 const retryAfterSeconds = "1"
 
 // writeError is the one adapter that turns a handler's error into an OCI
-// error response. A 5xx logs its cause once and tells the client nothing
-// about internals.
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, route string, err error) {
-	writeError(h.log, w, r, route, err)
-}
-
-// writeError writes err as an error response and logs the cause of a 5xx
-// once. Every handler of this package ends here.
+// error response; every handler of this package ends here. A 5xx logs its
+// cause once and tells the client nothing about internals.
 func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, route string, err error) {
 	ae := toAPIError(err)
 	row := errorTable[ae.code]

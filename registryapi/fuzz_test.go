@@ -1,6 +1,7 @@
 package registryapi
 
 import (
+	"math"
 	"regexp"
 	"strings"
 	"testing"
@@ -217,6 +218,19 @@ func TestParseManifest(t *testing.T) {
 	} {
 		if _, err := parseManifest([]byte(bad), ""); err == nil || toAPIError(err).code != codeManifestInvalid {
 			t.Errorf("%s: err %v, want MANIFEST_INVALID", name, err)
+		}
+	}
+}
+
+func TestParseDecimal(t *testing.T) {
+	for s, want := range map[string]int64{"0": 0, "007": 7, "10000": 10000, "9223372036854775807": math.MaxInt64} {
+		if n, ok := parseDecimal(s); !ok || n != want {
+			t.Errorf("parseDecimal(%q) = %d, %v; want %d", s, n, ok, want)
+		}
+	}
+	for _, s := range []string{"", "-1", "+1", " 1", "1 ", "1_000", "0x10", "1e3", "9223372036854775808", "99999999999999999999"} {
+		if n, ok := parseDecimal(s); ok {
+			t.Errorf("parseDecimal(%q) = %d, accepted", s, n)
 		}
 	}
 }

@@ -32,6 +32,7 @@ type Handler struct {
 	log       *slog.Logger
 	metrics   *metrics
 	routes    [len(templates)]map[string]handlerFunc
+	allow     [len(templates)]string // Allow header of each route
 }
 
 // New checks cfg and builds a Handler. It reports every missing field at
@@ -76,6 +77,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	for k := range h.routes {
 		h.routes[k] = h.methods(routeKind(k))
+		h.allow[k] = allowHeader(h.routes[k])
 	}
 	return h, nil
 }
@@ -97,7 +99,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ok {
 			err = fn(rw, r, rt)
 		} else {
-			w.Header().Set("Allow", allowed[rt.Kind])
+			w.Header().Set("Allow", h.allow[rt.Kind])
 			err = newError(codeMethodNotAllowed, "method %s not allowed on %s", truncate(r.Method, 20), rt.template())
 		}
 	}
@@ -107,7 +109,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// a short body; log why.
 			h.log.Debug("response aborted", "method", r.Method, "route", rt.template(), "err", err)
 		} else {
-			h.writeError(rw, r, rt.template(), err)
+			writeError(h.log, rw, r, rt.template(), err)
 		}
 	}
 	if h.metrics != nil {

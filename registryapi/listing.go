@@ -3,6 +3,7 @@ package registryapi
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -67,7 +68,7 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, rt route) error {
 	if more && len(tags) > 0 {
 		setNextLink(w.Header(), "/v2/"+rt.Name+"/tags/list", p.N, tags[len(tags)-1])
 	}
-	return writeJSON(w, "application/json", struct {
+	return writeJSON(w, http.StatusOK, "application/json", struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
 	}{rt.Name, nonNil(tags)})
@@ -88,7 +89,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route) error
 	if more && len(repos) > 0 {
 		setNextLink(w.Header(), "/v2/_catalog", p.N, repos[len(repos)-1])
 	}
-	return writeJSON(w, "application/json", struct {
+	return writeJSON(w, http.StatusOK, "application/json", struct {
 		Repositories []string `json:"repositories"`
 	}{nonNil(repos)})
 }
@@ -119,7 +120,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, rt route) er
 	if artifactType != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	return writeJSON(w, mediaTypeOCIIndex, struct {
+	return writeJSON(w, http.StatusOK, mediaTypeOCIIndex, struct {
 		SchemaVersion int                  `json:"schemaVersion"`
 		MediaType     string               `json:"mediaType"`
 		Manifests     []hubmesh.Descriptor `json:"manifests"`
@@ -128,15 +129,16 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, rt route) er
 
 func isNotFound(err error) bool { return errors.Is(err, hubmesh.ErrNotFound) }
 
-// writeJSON writes v with a Content-Length.
-func writeJSON(w http.ResponseWriter, contentType string, v any) error {
+// writeJSON writes v as the body of a status response, with a
+// Content-Length. Both the registry and the cluster API answer through it.
+func writeJSON(w http.ResponseWriter, status int, contentType string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode response: %w", err)
 	}
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(status)
 	_, err = w.Write(b)
 	return err
 }

@@ -1,7 +1,6 @@
 package registryapi
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -90,17 +89,17 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route) 
 		Created:      time.Now().UTC(),
 	}
 	if err := h.manifests.PutManifest(r.Context(), m, tags); err != nil {
-		switch {
-		case errors.Is(err, hubmesh.ErrManifestBlobUnknown):
-			return &apiError{code: codeManifestBlobUnknown, message: err.Error(), cause: err}
-		case errors.Is(err, hubmesh.ErrManifestUnknown):
+		ae := *toAPIError(err)
+		switch ae.code {
+		case codeManifestUnknown:
 			// a child of an index is missing: that is the pushed
 			// manifest's fault, not an unknown manifest being asked for
-			return &apiError{code: codeManifestBlobUnknown, message: err.Error(), cause: err}
-		case errors.Is(err, hubmesh.ErrInvalid) && toAPIError(err).code == codeBadRequest:
-			return &apiError{code: codeManifestInvalid, message: err.Error(), cause: err}
+			ae.code = codeManifestBlobUnknown
+		case codeBadRequest:
+			// a generic ErrInvalid from the store is about the manifest
+			ae.code = codeManifestInvalid
 		}
-		return err
+		return &ae
 	}
 	hdr := w.Header()
 	hdr.Set("Location", "/v2/"+rt.Name+"/manifests/"+dgst.String())

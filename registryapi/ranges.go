@@ -2,7 +2,7 @@ package registryapi
 
 import (
 	"errors"
-	"math"
+	"strconv"
 	"strings"
 )
 
@@ -93,23 +93,9 @@ func parseContentRange(s string) (start, end int64, err error) {
 
 var errInvalidContentRange = errors.New("invalid Content-Range")
 
-// parseDecimal parses a non-negative decimal without sign, spaces or
-// overflow.
+// parseDecimal parses a non-negative decimal that fits an int64, without
+// sign, spaces or underscores.
 func parseDecimal(s string) (int64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := int64(c - '0')
-		if n > (math.MaxInt64-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
-	}
-	return n, true
+	n, err := strconv.ParseUint(s, 10, 63)
+	return int64(n), err == nil
 }

@@ -145,14 +145,18 @@ func (h *Handler) methods(k routeKind) map[string]handlerFunc {
 	return nil
 }
 
-// allowed lists the methods of an endpoint for the Allow header.
-var allowed = [...]string{
-	routeBase:        "GET, HEAD",
-	routeCatalog:     "GET",
-	routeTags:        "GET",
-	routeManifest:    "GET, HEAD, PUT, DELETE",
-	routeBlob:        "GET, HEAD, DELETE",
-	routeUploadStart: "POST",
-	routeUpload:      "GET, PATCH, PUT, DELETE",
-	routeReferrers:   "GET",
+// methodOrder is the order of the methods in an Allow header.
+var methodOrder = [...]string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete,
+}
+
+// allowHeader lists the methods of an endpoint for the Allow header.
+func allowHeader(handlers map[string]handlerFunc) string {
+	var ms []string
+	for _, m := range methodOrder {
+		if handlers[m] != nil {
+			ms = append(ms, m)
+		}
+	}
+	return strings.Join(ms, ", ")
 }

@@ -123,11 +123,11 @@ func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request, rt route) 
 	if err != nil {
 		return err
 	}
-	if _, err := appendBody(r, u, r.Header.Get("Content-Range"), false); err != nil {
-		setUploadHeaders(w.Header(), rt.Name, u)
+	_, err = appendBody(r, u, r.Header.Get("Content-Range"), false)
+	setUploadHeaders(w.Header(), rt.Name, u)
+	if err != nil {
 		return err
 	}
-	setUploadHeaders(w.Header(), rt.Name, u)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
@@ -263,9 +263,6 @@ func setUploadHeaders(hdr http.Header, name string, u Upload) {
 // blobCreated answers an upload or mount that produced a blob.
 func blobCreated(w http.ResponseWriter, name string, d digest.Digest) error {
 	hdr := w.Header()
-	hdr.Del("Range")
-	hdr.Del("Docker-Upload-UUID")
-	hdr.Del("Blob-Upload-Session-ID")
 	hdr.Set("Location", "/v2/"+name+"/blobs/"+d.String())
 	hdr.Set("Docker-Content-Digest", d.String())
 	hdr.Set("Content-Length", "0")
