@@ -371,6 +371,16 @@ func (bs *blobBlockstore) liveRoot(sum [sha256.Size]byte) ([]byte, bool) {
 	return nil, false
 }
 
+// root returns the chunk list with sha2-256 sum, from the index or from a
+// fetch in progress.
+func (bs *blobBlockstore) root(sum [sha256.Size]byte) ([]byte, bool, error) {
+	if root, ok, err := bs.index.rootBlock(sum); err != nil || ok {
+		return root, ok, err
+	}
+	root, ok := bs.liveRoot(sum)
+	return root, ok, nil
+}
+
 // liveRefs returns the in-progress locations of the chunk sum.
 func (bs *blobBlockstore) liveRefs(sum [sha256.Size]byte) []liveChunk {
 	bs.mu.RLock()
@@ -384,20 +394,15 @@ func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if !ok {
 		return nil, notFound(c)
 	}
-	if root, ok, err := bs.index.rootBlock(sum); err != nil {
-		return nil, err
-	} else if ok {
-		return root, nil
-	}
-	if root, ok := bs.liveRoot(sum); ok {
-		return root, nil
+	if root, ok, err := bs.root(sum); err != nil || ok {
+		return root, err
 	}
 	locs, err := bs.index.chunkLocs(sum)
 	if err != nil {
 		return nil, err
 	}
 	for _, loc := range locs {
-		data, info, err := bs.readRange(ctx, loc)
+		data, info, err := bs.readRange(loc)
 		if err != nil {
 			if !errors.Is(err, hubmesh.ErrBlobUnknown) {
 				bs.logger.Warn("read chunk", "cid", c, "blob", loc.digest, "err", err)
@@ -424,20 +429,12 @@ func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
 
 // readRange reads loc from its blob file. It also returns what the file
 // was (see fileChecks) before the read.
-func (bs *blobBlockstore) readRange(ctx context.Context, loc chunkLoc) ([]byte, os.FileInfo, error) {
-	rc, _, err := bs.store.Open(ctx, loc.digest)
+func (bs *blobBlockstore) readRange(loc chunkLoc) ([]byte, os.FileInfo, error) {
+	f, info, err := bs.store.openFile(loc.digest)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer rc.Close()
-	f, ok := rc.(*os.File)
-	if !ok {
-		return nil, nil, fmt.Errorf("blob %s: store did not open a file", loc.digest)
-	}
-	info, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("blob %s: %w", loc.digest, err)
-	}
+	defer f.Close()
 	if size := info.Size(); loc.off+loc.n > size {
 		return nil, nil, fmt.Errorf("chunk at %d+%d beyond the blob's %d bytes", loc.off, loc.n, size)
 	}
@@ -455,13 +452,8 @@ func (bs *blobBlockstore) size(ctx context.Context, c cid.Cid) (int, error) {
 	if !ok {
 		return 0, notFound(c)
 	}
-	if root, ok, err := bs.index.rootBlock(sum); err != nil {
-		return 0, err
-	} else if ok {
-		return len(root), nil
-	}
-	if root, ok := bs.liveRoot(sum); ok {
-		return len(root), nil
+	if root, ok, err := bs.root(sum); err != nil || ok {
+		return len(root), err
 	}
 	locs, err := bs.index.chunkLocs(sum)
 	if err != nil {

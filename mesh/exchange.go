@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -206,21 +205,13 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 		return root.String(), nil
 	}
 	v, err, _ := e.roots.Do(string(d), func() (any, error) {
-		rc, _, err := e.store.Open(ctx, d)
+		// info is what the file was before it is read: the chunks
+		// hashed here need no hashing when served while it stays so.
+		f, info, err := e.store.openFile(d)
 		if err != nil {
 			return nil, err
 		}
-		defer rc.Close()
-		f, ok := rc.(*os.File)
-		if !ok {
-			return nil, fmt.Errorf("blob %s: store did not open a file", d)
-		}
-		// What the file was before it is read: the chunks hashed here
-		// need no hashing when served while it stays so.
-		info, err := f.Stat()
-		if err != nil {
-			return nil, err
-		}
+		defer f.Close()
 		l, err := chunkBlob(ctx, d, info.Size(), int64(e.cfg.ChunkSize), f)
 		if err != nil {
 			return nil, err

@@ -783,3 +783,41 @@ func TestExchangeAttach(t *testing.T) {
 		}
 	}
 }
+
+// TestExchangeAttachWhileHeld attaches to a transfer that cannot finish
+// yet (the provider serves only the first half), so Attach must return a
+// reader: a TestExchangeAttach run whose transfer ended before Attach
+// would also pass with an Attach that always returns nil.
+func TestExchangeAttachWhileHeld(t *testing.T) {
+	t.Parallel()
+	cfg := ExchangeConfig{Logger: testLogger(t), ChunkSize: 256 << 10}
+	a, b := newExNode(t, cfg), newExNode(t, cfg)
+	data := randomBytes(t, 4<<20+5)
+	d, root := a.putBlob(t, data)
+	a.dropChunks(t, d, root, func(i int) bool { return i >= 8 })
+	half := 8 * 256 << 10
+
+	first, err := b.ex.Fetch(t.Context(), d, int64(len(data)), root, b.knows(t, a))
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	defer first.Close()
+	// ctx bounds the attached reader's reads.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	second, err := b.ex.Attach(ctx, d)
+	if err != nil || second == nil {
+		t.Fatalf("Attach during a held transfer = %v, %v; want a reader", second, err)
+	}
+	defer second.Close()
+	got := make([]byte, half)
+	if _, err := io.ReadFull(second, got); err != nil {
+		t.Fatalf("attached reader: first half: %v", err)
+	}
+	if !bytes.Equal(got, data[:half]) {
+		t.Fatal("attached reader: first half differs")
+	}
+	if _, err := b.store.Stat(t.Context(), d); !errors.Is(err, hubmesh.ErrBlobUnknown) {
+		t.Fatalf("blob kept although half of it was never served: %v", err)
+	}
+}

@@ -184,10 +184,17 @@ func (h *Host) Admit(id string, until time.Time) {
 // wraps hubmesh.ErrInvalid. Callers validate untrusted IDs with it before
 // SetMembers or Admit.
 func CheckPeerID(id string) error {
-	if _, err := peer.Decode(id); err != nil {
-		return fmt.Errorf("peer id %q: %v: %w", id, err, hubmesh.ErrInvalid)
+	_, err := parsePeerID(id)
+	return err
+}
+
+// parsePeerID decodes id; the error wraps hubmesh.ErrInvalid.
+func parsePeerID(id string) (peer.ID, error) {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return "", fmt.Errorf("peer id %q: %v: %w", id, err, hubmesh.ErrInvalid)
 	}
-	return nil
+	return p, nil
 }
 
 // enforce drops expired admissions, closes the connections of every peer

@@ -338,9 +338,9 @@ func (h *Host) AddAddrs(addrs ...string) ([]string, error) {
 // Connect dials peerID (whose addresses must have been added) unless a
 // connection exists already.
 func (h *Host) Connect(ctx context.Context, peerID string) error {
-	id, err := peer.Decode(peerID)
+	id, err := parsePeerID(peerID)
 	if err != nil {
-		return fmt.Errorf("peer id %q: %v: %w", peerID, err, hubmesh.ErrInvalid)
+		return err
 	}
 	if err := h.h.Connect(memberDial(ctx), peer.AddrInfo{ID: id}); err != nil {
 		return fmt.Errorf("connect to %s: %v: %w", peerID, err, hubmesh.ErrUnavailable)

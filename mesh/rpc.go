@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	msmux "github.com/multiformats/go-multistream"
 
@@ -132,9 +131,9 @@ func (h *Host) Handle(proto string, fn Handler) {
 // admitted matches ErrNotMember; a bad peer ID, a call to this host itself
 // or a request over MaxFrameSize wrap hubmesh.ErrInvalid.
 func (h *Host) Call(ctx context.Context, peerID, proto string, req []byte) ([]byte, error) {
-	id, err := peer.Decode(peerID)
+	id, err := parsePeerID(peerID)
 	if err != nil {
-		return nil, fmt.Errorf("call %s: peer id %q: %v: %w", proto, peerID, err, hubmesh.ErrInvalid)
+		return nil, fmt.Errorf("call %s: %w", proto, err)
 	}
 	if id == h.h.ID() {
 		return nil, fmt.Errorf("call %s: peer %s is this host: %w", proto, peerID, hubmesh.ErrInvalid)

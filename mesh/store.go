@@ -76,8 +76,9 @@ type Store struct {
 }
 
 // OpenStore opens (creating if needed) the blob store rooted at dir. It
-// wipes dir/tmp (leftovers of puts interrupted by a crash), creates the
-// prefix directories and counts the blobs present once, for Size.
+// wipes dir/tmp (leftovers of puts and fetches interrupted by a crash),
+// creates the prefix directories and counts the blobs present once, for
+// Size.
 func OpenStore(dir string, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		return nil, fmt.Errorf("open blob store: nil logger: %w", hubmesh.ErrInvalid)
@@ -146,22 +147,32 @@ func (s *Store) path(d digest.Digest) string {
 // hubmesh.ErrBlobUnknown when the blob is absent and hubmesh.ErrInvalid
 // when d is not a valid digest of a supported algorithm.
 func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, int64, error) {
-	if err := checkDigest(d); err != nil {
+	f, info, err := s.openFile(d)
+	if err != nil {
 		return nil, 0, err
+	}
+	return f, info.Size(), nil
+}
+
+// openFile opens the file of blob d and returns it with what it was when
+// opened (the exchange keys its chunk checks on that). It fails like Open.
+func (s *Store) openFile(d digest.Digest) (*os.File, os.FileInfo, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, nil, err
 	}
 	f, err := os.Open(s.path(d))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, 0, fmt.Errorf("blob %s: %w", d, hubmesh.ErrBlobUnknown)
+			return nil, nil, fmt.Errorf("blob %s: %w", d, hubmesh.ErrBlobUnknown)
 		}
-		return nil, 0, fmt.Errorf("open blob %s: %w", d, err)
+		return nil, nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
 	info, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("open blob %s: %w", d, err)
+		return nil, nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	return f, info.Size(), nil
+	return f, info, nil
 }
 
 // Stat returns the size of d, or an error wrapping hubmesh.ErrBlobUnknown
@@ -304,18 +315,20 @@ func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
 }
 
 // Size returns the number of blobs in the store and their total size in
-// bytes, from counters kept up to date by Put, Commit and Delete.
+// bytes, from counters kept up to date by Put, Commit, Exchange fetches
+// and Delete.
 func (s *Store) Size() (files int64, bytes int64) {
 	return s.files.Load(), s.bytes.Load()
 }
 
-// copyHashed copies r to w and h through a pooled buffer, in chunks as
-// large as the buffer, and returns the number of bytes copied. It checks
-// ctx between chunks.
-// writebackEvery is how many bytes copyHashed writes to a file before it
-// asks the kernel to start writing them back.
+// writebackEvery is how many bytes copyHashed (and a fetch) writes to a
+// file before it asks the kernel to start writing them back.
 const writebackEvery = 8 << 20
 
+// copyHashed copies r to w and h through a pooled buffer, in chunks as
+// large as the buffer, and returns the number of bytes copied. It checks
+// ctx between chunks. When w is an *os.File, writeback of its dirty pages
+// is started every writebackEvery bytes (see startWriteback).
 func copyHashed(ctx context.Context, w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
