@@ -186,13 +186,8 @@ const reconcileRetry = time.Second
 // failure, a retry timer.
 func (n *Node) run(ctx context.Context) {
 	defer close(n.done)
-	obsCh := make(chan raft.Observation, 1)
-	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
-	})
-	n.raft.RegisterObserver(obs)
-	defer n.raft.DeregisterObserver(obs)
+	obsCh, stopObs := n.observeLeader()
+	defer stopObs()
 	retry := time.NewTimer(reconcileRetry)
 	retry.Stop()
 	defer retry.Stop()

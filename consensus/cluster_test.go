@@ -372,6 +372,63 @@ func TestClusterMembership(t *testing.T) {
 	}
 }
 
+// TestClusterReadWhileCatchingUp: a follower that misses locally, gets a
+// read index from the leader, but cannot apply up to it within
+// ReadBarrierTimeout answers ErrUnavailable rather than a miss that may be
+// false; once it has caught up, the same read succeeds.
+func TestClusterReadWhileCatchingUp(t *testing.T) {
+	const lagging = "node-3"
+	const barrier = 300 * time.Millisecond
+	c := newCluster(t, 3, func(cfg *Config) {
+		if cfg.NodeID == lagging {
+			// With its Raft traffic cut it keeps taking the leader for the
+			// leader, so its read barrier still reaches it over RPC.
+			cfg.HeartbeatTimeout = time.Minute
+			cfg.ElectionTimeout = time.Minute
+			cfg.ReadBarrierTimeout = barrier
+		}
+	})
+	ctx := t.Context()
+	leader, _ := c.leader()
+	if leader.ID() == lagging {
+		t.Fatalf("%s leads; the test needs it to follow", lagging)
+	}
+	f := c.nodes[lagging]
+	c.tcp.isolate(lagging, true) // Raft only: RPCs still reach the leader
+	layer := blobDesc("layer")
+	if err := leader.LinkBlob(ctx, "alice/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	m := imageManifest("alice/app", "v1", layer)
+	if err := leader.PutManifest(ctx, m, []string{"1.0"}); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	_, err := f.GetManifest(ctx, "alice/app", "1.0")
+	if !errors.Is(err, hubmesh.ErrUnavailable) || errors.Is(err, hubmesh.ErrNotFound) {
+		t.Fatalf("read on a follower behind the leader: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > barrier+2*time.Second {
+		t.Fatalf("the read failed after %v, barrier timeout %v", d, barrier)
+	}
+	if id, _ := f.Leader(); id != leader.ID() {
+		t.Fatalf("%s names %q as leader, want %s", lagging, id, leader.ID())
+	}
+
+	c.tcp.isolate(lagging, false)
+	c.eventually("the follower catches up", 20*time.Second, func() error {
+		got, err := f.GetManifest(ctx, "alice/app", "1.0")
+		if err != nil {
+			return err
+		}
+		if got.Digest != m.Digest {
+			return fmt.Errorf("1.0 is %s", got.Digest)
+		}
+		return nil
+	})
+}
+
 // TestClusterPartition: a node cut off from the others keeps serving what
 // it has, fails writes with ErrUnavailable within the forward timeout, and
 // catches up after healing. A node without quorum fails writes the same

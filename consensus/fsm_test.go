@@ -89,6 +89,24 @@ func (h *fsmHarness) applyErr(c Command) error {
 }
 
 // dump returns every key and value of the FSM.
+// mustHalt applies a committed entry carrying data and fails the test
+// unless ApplyBatch panics without changing the state or the applied index.
+func (h *fsmHarness) mustHalt(data []byte) {
+	h.t.Helper()
+	before := h.dump()
+	func() {
+		defer func() {
+			if recover() == nil {
+				h.t.Fatal("ApplyBatch did not panic on an undecodable entry")
+			}
+		}()
+		h.f.ApplyBatch([]*raft.Log{{Index: h.index + 1, Type: raft.LogCommand, Data: data}})
+	}()
+	if h.f.applied.Load() != h.index || !maps.Equal(before, h.dump()) {
+		h.t.Fatal("a panicking batch changed the state")
+	}
+}
+
 func (h *fsmHarness) dump() map[string]string {
 	h.t.Helper()
 	out := map[string]string{}
@@ -551,18 +569,7 @@ func TestFSMDecodeFailurePanics(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newFSM(t)
 			h.mustApply(&LinkBlobs{Repo: "a", Blobs: []hubmesh.Descriptor{blobDesc("x")}, Node: "n"})
-			before := h.dump()
-			func() {
-				defer func() {
-					if recover() == nil {
-						t.Fatal("ApplyBatch did not panic on an undecodable entry")
-					}
-				}()
-				h.f.ApplyBatch([]*raft.Log{{Index: h.index + 1, Type: raft.LogCommand, Data: data}})
-			}()
-			if h.f.applied.Load() != h.index || !maps.Equal(before, h.dump()) {
-				t.Fatal("a panicking batch changed the state")
-			}
+			h.mustHalt(data)
 		})
 	}
 }

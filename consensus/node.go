@@ -317,15 +317,23 @@ func (n *Node) Leader() (id, addr string) {
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
-// WaitLeader waits until some leader is known (this node or another).
-func (n *Node) WaitLeader(ctx context.Context) error {
-	ch := make(chan raft.Observation, 1)
-	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+// observeLeader returns a channel that receives raft's leader changes,
+// until stop is called. It holds one pending change: raft drops further
+// ones rather than block.
+func (n *Node) observeLeader() (ch <-chan raft.Observation, stop func()) {
+	c := make(chan raft.Observation, 1)
+	obs := raft.NewObserver(c, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
 	n.raft.RegisterObserver(obs)
-	defer n.raft.DeregisterObserver(obs)
+	return c, func() { n.raft.DeregisterObserver(obs) }
+}
+
+// WaitLeader waits until some leader is known (this node or another).
+func (n *Node) WaitLeader(ctx context.Context) error {
+	ch, stop := n.observeLeader()
+	defer stop()
 	for {
 		if id, _ := n.Leader(); id != "" {
 			return nil

@@ -272,10 +272,8 @@ func waitLeaderNot(t *testing.T, n *Node, old string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	ch := make(chan raft.Observation, 1)
-	obs := raft.NewObserver(ch, false, nil)
-	n.raft.RegisterObserver(obs)
-	defer n.raft.DeregisterObserver(obs)
+	ch, stop := n.observeLeader()
+	defer stop()
 	for {
 		if id, _ := n.Leader(); id != "" && id != old {
 			return id

@@ -135,11 +135,9 @@ func (n *Node) isPeer(id string) bool {
 	if id == "" {
 		return false
 	}
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if string(s.ID) == id {
-				return true
-			}
+	if servers, err := n.configuration(); err == nil {
+		if _, ok := findServer(servers, id); ok {
+			return true
 		}
 	}
 	_, ok, err := n.fsm.member(id)

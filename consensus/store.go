@@ -174,7 +174,7 @@ func (f *stateMachine) repositories(p hubmesh.Page) ([]string, error) {
 	err := f.read(func(r reader) error {
 		var from []byte
 		if p.Last != "" {
-			from = after(key(prefixRepo, p.Last))
+			from = after(repoKey(p.Last))
 		}
 		return scan(r, prefixRepo, from, p.N, func(k, _ []byte) error {
 			out = append(out, string(k[len(prefixRepo):]))
@@ -299,7 +299,12 @@ func (f *stateMachine) blob(d digest.Digest) (BlobInfo, error) {
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	return BlobInfo{Digest: d, Size: rec.Size, Replicas: rec.Replicas}, nil
+	return rec.info(d), nil
+}
+
+// info is the BlobInfo of the record of d.
+func (rec blobRecord) info(d digest.Digest) BlobInfo {
+	return BlobInfo{Digest: d, Size: rec.Size, Replicas: rec.Replicas}
 }
 
 // Blobs lists blob records in digest order: at most p.N records strictly
@@ -313,14 +318,14 @@ func (f *stateMachine) blobs(p hubmesh.Page) ([]BlobInfo, error) {
 	err := f.read(func(r reader) error {
 		var from []byte
 		if p.Last != "" {
-			from = after(key(prefixBlob, p.Last))
+			from = after(blobKey(digest.Digest(p.Last)))
 		}
 		return scan(r, prefixBlob, from, p.N, func(k, v []byte) error {
 			var rec blobRecord
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("corrupt blob record %q: %w", k, err)
 			}
-			out = append(out, BlobInfo{Digest: digest.Digest(k[len(prefixBlob):]), Size: rec.Size, Replicas: rec.Replicas})
+			out = append(out, rec.info(digest.Digest(k[len(prefixBlob):])))
 			return nil
 		})
 	})
