@@ -204,7 +204,10 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 	if ok {
 		return root.String(), nil
 	}
-	v, err, _ := e.roots.Do(string(d), func() (any, error) {
+	// The work is shared by every caller asking for d, so it runs under the
+	// exchange's lifetime, not the first caller's: one caller giving up
+	// must not fail the others. Each caller still stops waiting at its ctx.
+	ch := e.roots.DoChan(string(d), func() (any, error) {
 		// info is what the file was before it is read: the chunks
 		// hashed here need no hashing when served while it stays so.
 		f, info, err := e.store.openFile(d)
@@ -212,7 +215,7 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 			return nil, err
 		}
 		defer f.Close()
-		l, err := chunkBlob(ctx, d, info.Size(), int64(e.cfg.ChunkSize), f)
+		l, err := chunkBlob(e.ctx, d, info.Size(), int64(e.cfg.ChunkSize), f)
 		if err != nil {
 			return nil, err
 		}
@@ -223,10 +226,15 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 		e.bstore.checks.mark(d, info, -1)
 		return blockCID(data), nil
 	})
-	if err != nil {
-		return "", fmt.Errorf("chunk root of %s: %w", d, err)
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return "", fmt.Errorf("chunk root of %s: %w", d, res.Err)
+		}
+		return res.Val.(cid.Cid).String(), nil
+	case <-ctx.Done():
+		return "", fmt.Errorf("chunk root of %s: %w: %w", d, hubmesh.ErrUnavailable, ctx.Err())
 	}
-	return v.(cid.Cid).String(), nil
 }
 
 // Forget drops blob d from the chunk index, so the node stops offering its
