@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/hubmesh/hubmesh/node/nodetest"
 )
 
 // TestComposeCluster runs deploy/docker-compose.yml: three voters from the
@@ -37,7 +39,7 @@ func TestComposeCluster(t *testing.T) {
 		t.Fatalf("leader %s after docker-compose stop: %s, want exited 0", down, code)
 	}
 
-	var newLeader clusterStatus
+	var newLeader nodetest.Status
 	eventually(t, 30*time.Second, "a new leader on "+rest[0]+" and "+rest[1], func(ctx context.Context) error {
 		lead := ""
 		for _, s := range rest {

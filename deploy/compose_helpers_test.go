@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -211,54 +210,17 @@ func (c *composeCluster) addrTry(ctx context.Context, service string) (string, e
 	return addr, nil
 }
 
-// clusterStatus is the part of GET /api/v1/cluster/status the tests read.
-type clusterStatus struct {
-	ClusterID string `json:"cluster_id"`
-	ID        string `json:"id"`
-	Leader    string `json:"leader"`
-	Healthy   bool   `json:"healthy"`
-	Raft      struct {
-		State        string `json:"state"`
-		Term         uint64 `json:"term"`
-		LastIndex    uint64 `json:"last_index"`
-		AppliedIndex uint64 `json:"applied_index"`
-	} `json:"raft"`
-	Members []struct {
-		ID     string `json:"id"`
-		Role   string `json:"role"`
-		Leader bool   `json:"leader"`
-		HTTP   string `json:"http"`
-		State  string `json:"state"`
-	} `json:"members"`
-}
-
 var httpClient = &http.Client{Timeout: httpTimeout}
 
-// status asks the node at addr for the cluster status.
-func status(ctx context.Context, addr string) (clusterStatus, error) {
-	var st clusterStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/v1/cluster/status", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("status %s: %s %s", addr, resp.Status, b)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("status %s: %w", addr, err)
-	}
-	return st, nil
+// status asks the node whose registry is published at addr for its view
+// of the cluster.
+func status(ctx context.Context, addr string) (nodetest.Status, error) {
+	return nodetest.GetStatus(ctx, "http://"+addr)
 }
 
 // serviceOf maps a member's advertised HTTP address (nodeN:5000, from the
 // compose hostname) to its compose service.
-func serviceOf(st clusterStatus, id string) string {
+func serviceOf(st nodetest.Status, id string) string {
 	for _, m := range st.Members {
 		if m.ID == id {
 			host, _, _ := net.SplitHostPort(m.HTTP)
@@ -291,9 +253,9 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func(ctx con
 
 // waitFormed waits until every listed node reports the same healthy
 // cluster with the same leader and three voters, all reachable from it.
-func (c *composeCluster) waitFormed(services ...string) clusterStatus {
+func (c *composeCluster) waitFormed(services ...string) nodetest.Status {
 	c.t.Helper()
-	var last clusterStatus
+	var last nodetest.Status
 	eventually(c.t, composeFormTimeout, "one cluster of three live voters", func(ctx context.Context) error {
 		leader := ""
 		for _, s := range services {
@@ -318,7 +280,7 @@ func (c *composeCluster) waitFormed(services ...string) clusterStatus {
 	return last
 }
 
-func threeLiveVoters(st clusterStatus) error {
+func threeLiveVoters(st nodetest.Status) error {
 	if !st.Healthy || st.Leader == "" {
 		return fmt.Errorf("no leader (raft %s)", st.Raft.State)
 	}
@@ -335,9 +297,9 @@ func threeLiveVoters(st clusterStatus) error {
 
 // waitCaughtUp waits until service has a leader and has applied at least
 // index.
-func (c *composeCluster) waitCaughtUp(service string, index uint64, timeout time.Duration) clusterStatus {
+func (c *composeCluster) waitCaughtUp(service string, index uint64, timeout time.Duration) nodetest.Status {
 	c.t.Helper()
-	var st clusterStatus
+	var st nodetest.Status
 	eventually(c.t, timeout, service+" catches up to index "+fmt.Sprint(index), func(ctx context.Context) error {
 		addr, err := c.addrTry(ctx, service)
 		if err != nil {

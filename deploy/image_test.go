@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -118,25 +117,15 @@ func TestImage(t *testing.T) {
 	}
 }
 
+// httpDo sends one request (see request) and fails the test unless it
+// answers want; it returns the body.
 func httpDo(t *testing.T, method, url, ctype string, body []byte, want int) []byte {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
+	r := request(t, method, url, ctype, body)
+	if r.status != want {
+		t.Fatalf("%s %s: %d %s (want %d)", method, url, r.status, r.body, want)
 	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		t.Fatalf("%s %s: %s %s (want %d)", method, url, resp.Status, b, want)
-	}
-	return b
+	return r.body
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {

@@ -174,6 +174,22 @@ func probeWrite(t *testing.T, via []*nodetest.Process, repo string, limit time.D
 	return time.Time{}, failures
 }
 
+// requireWritesResume probes writes through via (see probeWrite) and
+// fails the test unless one succeeds within writesResumeWithin of since,
+// the moment the event happened.
+func requireWritesResume(t *testing.T, via []*nodetest.Process, repo string, since time.Time, event string) {
+	t.Helper()
+	resumed, failures := probeWrite(t, via, repo, time.Minute)
+	if resumed.IsZero() {
+		t.Fatalf("no write succeeded within a minute after %s; attempts:\n%v", event, failures)
+	}
+	took := resumed.Sub(since)
+	t.Logf("writes resumed %s after %s (%d refused attempts)", took.Round(time.Millisecond), event, len(failures))
+	if took > writesResumeWithin {
+		t.Errorf("writes resumed %s after %s, want within %s; refused attempts:\n%v", took.Round(time.Millisecond), event, writesResumeWithin, failures)
+	}
+}
+
 // TestClusterKillLeader kills the leader with SIGKILL while pushers stream
 // images through every node: every acknowledged push pulls byte-identical
 // through the survivors, a write through a survivor succeeds within 5 s of
@@ -189,15 +205,7 @@ func TestClusterKillLeader(t *testing.T) {
 
 	killed := time.Now()
 	leader.Kill()
-	resumed, failures := probeWrite(t, survivors, "kill-leader/probe", time.Minute)
-	if resumed.IsZero() {
-		t.Fatalf("no write succeeded through the survivors within a minute of the kill; attempts:\n%v", failures)
-	}
-	took := resumed.Sub(killed)
-	t.Logf("writes resumed %s after the leader was killed (%d refused attempts)", took.Round(time.Millisecond), len(failures))
-	if took > writesResumeWithin {
-		t.Errorf("writes resumed %s after the kill, want within %s; refused attempts:\n%v", took.Round(time.Millisecond), writesResumeWithin, failures)
-	}
+	requireWritesResume(t, survivors, "kill-leader/probe", killed, "the leader was killed")
 	// Let the stream go on through the new leader for a while.
 	stream.mu.Lock()
 	before := stream.acked
@@ -403,15 +411,7 @@ func TestClusterPauseLeader(t *testing.T) {
 		staleDone <- result{r, err}
 	}()
 
-	resumed, failures := probeWrite(t, others, "pause/probe", time.Minute)
-	if resumed.IsZero() {
-		t.Fatalf("no write succeeded through the other nodes within a minute of the pause; attempts:\n%v", failures)
-	}
-	took := resumed.Sub(paused)
-	t.Logf("writes resumed %s after the leader froze (%d refused attempts)", took.Round(time.Millisecond), len(failures))
-	if took > writesResumeWithin {
-		t.Errorf("writes resumed %s after the leader froze, want within %s; refused attempts:\n%v", took.Round(time.Millisecond), writesResumeWithin, failures)
-	}
+	requireWritesResume(t, others, "pause/probe", paused, "the leader froze")
 	during := randomImage(t, 96<<10)
 	if err := newRegistry(others[1].URL()).push(ctx, "pause/during", "1", during); err != nil {
 		t.Fatalf("push while the old leader is frozen: %v", err)

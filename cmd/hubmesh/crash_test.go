@@ -63,11 +63,15 @@ func TestCrashKill9(t *testing.T) {
 	}
 	streamLoc := r.Header.Get("Location")
 	pr, pw := io.Pipe()
-	streamDone := make(chan error, 1)
+	type patchResult struct {
+		r   response
+		err error
+	}
+	streamDone := make(chan patchResult, 1)
 	go func() {
-		_, err := reg.do(ctx, http.MethodPatch, streamLoc, http.Header{"Content-Type": {"application/octet-stream"}}, pr)
+		r, err := reg.do(ctx, http.MethodPatch, streamLoc, http.Header{"Content-Type": {"application/octet-stream"}}, pr)
 		pr.CloseWithError(err) // unblocks the writer below if the request fails early
-		streamDone <- err
+		streamDone <- patchResult{r, err}
 	}()
 	// The pipe hands these bytes to the transport only as it writes them to
 	// the socket, so the node is receiving the stream when it dies.
@@ -122,8 +126,13 @@ func TestCrashKill9(t *testing.T) {
 	wg.Wait()
 	pw.CloseWithError(io.ErrUnexpectedEOF)
 	select {
-	case err := <-streamDone:
-		t.Logf("streamed PATCH ended with: %v", err)
+	case res := <-streamDone:
+		// Half the body was sent when the node died: it cannot have
+		// accepted the chunk.
+		if res.err == nil && res.r.Status == http.StatusAccepted {
+			t.Errorf("streamed PATCH cut off by the kill answered %s, want a failed request", res.r)
+		}
+		t.Logf("streamed PATCH ended with: %v %s", res.err, res.r)
 	case <-time.After(time.Minute):
 		t.Fatal("streamed PATCH did not end after the kill")
 	}
