@@ -13,6 +13,12 @@ var (
 	ErrDenied      = errors.New("denied")
 	ErrNotLeader   = errors.New("not the leader")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrUnauthenticated: the request carries no credentials, or bad ones
+	// (HTTP 401 with a challenge). ErrDenied is for a known identity that
+	// lacks a permission (403).
+	ErrUnauthenticated = errors.New("authentication required")
+	// ErrRateLimited: too many attempts; retry later (HTTP 429).
+	ErrRateLimited = errors.New("too many requests")
 )
 
 // Specific errors. Each one is also its root sentinel:
