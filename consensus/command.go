@@ -30,6 +30,28 @@ const (
 	TypeSetMember      Type = 8
 	TypeRemoveMember   Type = 9
 	TypeAddReplica     Type = 10
+
+	TypeBootstrap         Type = 11
+	TypeCreateUser        Type = 12
+	TypeUpdateUser        Type = 13
+	TypeDeleteUser        Type = 14
+	TypeCreateToken       Type = 15
+	TypeDeleteToken       Type = 16
+	TypeTouchTokens       Type = 17
+	TypeCreateOrg         Type = 18
+	TypeDeleteOrg         Type = 19
+	TypeCreateTeam        Type = 20
+	TypeDeleteTeam        Type = 21
+	TypeAddTeamMember     Type = 22
+	TypeRemoveTeamMember  Type = 23
+	TypeSetTeamPermission Type = 24
+	TypeCreateRepository  Type = 25
+	TypeUpdateRepository  Type = 26
+	TypeDeleteRepository  Type = 27
+	TypeSetNamespace      Type = 28
+	TypeAddSigningKey     Type = 29
+	TypeSetSettings       Type = 30
+	TypeAppendAudit       Type = 31
 )
 
 // envelopeVersion is the first byte of every encoded command. A node
@@ -62,6 +84,48 @@ func (t Type) String() string {
 		return "RemoveMember"
 	case TypeAddReplica:
 		return "AddReplica"
+	case TypeBootstrap:
+		return "Bootstrap"
+	case TypeCreateUser:
+		return "CreateUser"
+	case TypeUpdateUser:
+		return "UpdateUser"
+	case TypeDeleteUser:
+		return "DeleteUser"
+	case TypeCreateToken:
+		return "CreateToken"
+	case TypeDeleteToken:
+		return "DeleteToken"
+	case TypeTouchTokens:
+		return "TouchTokens"
+	case TypeCreateOrg:
+		return "CreateOrg"
+	case TypeDeleteOrg:
+		return "DeleteOrg"
+	case TypeCreateTeam:
+		return "CreateTeam"
+	case TypeDeleteTeam:
+		return "DeleteTeam"
+	case TypeAddTeamMember:
+		return "AddTeamMember"
+	case TypeRemoveTeamMember:
+		return "RemoveTeamMember"
+	case TypeSetTeamPermission:
+		return "SetTeamPermission"
+	case TypeCreateRepository:
+		return "CreateRepository"
+	case TypeUpdateRepository:
+		return "UpdateRepository"
+	case TypeDeleteRepository:
+		return "DeleteRepository"
+	case TypeSetNamespace:
+		return "SetNamespace"
+	case TypeAddSigningKey:
+		return "AddSigningKey"
+	case TypeSetSettings:
+		return "SetSettings"
+	case TypeAppendAudit:
+		return "AppendAudit"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -92,6 +156,28 @@ var newCommand = map[Type]func() Command{
 	TypeSetMember:      func() Command { return new(SetMember) },
 	TypeRemoveMember:   func() Command { return new(RemoveMember) },
 	TypeAddReplica:     func() Command { return new(AddReplica) },
+
+	TypeBootstrap:         func() Command { return new(Bootstrap) },
+	TypeCreateUser:        func() Command { return new(CreateUser) },
+	TypeUpdateUser:        func() Command { return new(UpdateUser) },
+	TypeDeleteUser:        func() Command { return new(DeleteUser) },
+	TypeCreateToken:       func() Command { return new(CreateToken) },
+	TypeDeleteToken:       func() Command { return new(DeleteToken) },
+	TypeTouchTokens:       func() Command { return new(TouchTokens) },
+	TypeCreateOrg:         func() Command { return new(CreateOrg) },
+	TypeDeleteOrg:         func() Command { return new(DeleteOrg) },
+	TypeCreateTeam:        func() Command { return new(CreateTeam) },
+	TypeDeleteTeam:        func() Command { return new(DeleteTeam) },
+	TypeAddTeamMember:     func() Command { return new(AddTeamMember) },
+	TypeRemoveTeamMember:  func() Command { return new(RemoveTeamMember) },
+	TypeSetTeamPermission: func() Command { return new(SetTeamPermission) },
+	TypeCreateRepository:  func() Command { return new(CreateRepository) },
+	TypeUpdateRepository:  func() Command { return new(UpdateRepository) },
+	TypeDeleteRepository:  func() Command { return new(DeleteRepository) },
+	TypeSetNamespace:      func() Command { return new(SetNamespace) },
+	TypeAddSigningKey:     func() Command { return new(AddSigningKey) },
+	TypeSetSettings:       func() Command { return new(SetSettings) },
+	TypeAppendAudit:       func() Command { return new(AppendAudit) },
 }
 
 // Encode returns the envelope of c: [version][type uint16 BE][JSON payload].
@@ -134,8 +220,10 @@ func Decode(b []byte) (Command, error) {
 	return c, nil
 }
 
-// PutManifest stores a manifest in its repository (creating the
-// repository) and points each tag at it.
+// PutManifest stores a manifest in its repository and points each tag at
+// it. The first manifest creates the repository, private when its
+// namespace's DefaultPrivate says so; each later one moves the
+// repository's Updated time forward to the manifest's Created time.
 type PutManifest struct {
 	Manifest hubmesh.Manifest `json:"manifest"`
 	Tags     []string         `json:"tags,omitempty"`

@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/hubmesh/hubmesh"
@@ -14,10 +15,22 @@ func TestTypeNumbers(t *testing.T) {
 		TypePutManifest: 1, TypeDeleteManifest: 2, TypeDeleteTag: 3,
 		TypeLinkBlobs: 4, TypeMountBlob: 5, TypeUnlinkBlob: 6,
 		TypeInitCluster: 7, TypeSetMember: 8, TypeRemoveMember: 9, TypeAddReplica: 10,
+		TypeBootstrap: 11, TypeCreateUser: 12, TypeUpdateUser: 13, TypeDeleteUser: 14,
+		TypeCreateToken: 15, TypeDeleteToken: 16, TypeTouchTokens: 17, TypeCreateOrg: 18,
+		TypeDeleteOrg: 19, TypeCreateTeam: 20, TypeDeleteTeam: 21, TypeAddTeamMember: 22,
+		TypeRemoveTeamMember: 23, TypeSetTeamPermission: 24, TypeCreateRepository: 25,
+		TypeUpdateRepository: 26, TypeDeleteRepository: 27, TypeSetNamespace: 28,
+		TypeAddSigningKey: 29, TypeSetSettings: 30, TypeAppendAudit: 31,
 	}
 	for typ, n := range want {
 		if uint16(typ) != n {
 			t.Errorf("%v = %d, want %d", typ, uint16(typ), n)
+		}
+		if strings.HasPrefix(typ.String(), "Type(") {
+			t.Errorf("type %d has no name", n)
+		}
+		if _, ok := newCommand[typ]; !ok {
+			t.Errorf("%v is not decodable", typ)
 		}
 	}
 	if len(newCommand) != len(want) {

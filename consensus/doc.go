@@ -2,10 +2,15 @@
 // (hashicorp/raft) whose log, stable store and state machine live in pebble.
 //
 // It owns the replicated registry metadata — repositories, tags, manifests,
-// the referrers index, blob records and repository-blob links — together
-// with the command envelope that changes it (command.go), the FSM that
-// applies commands (fsm.go), the key layout of the FSM state (keys.go),
-// snapshots (snapshot.go) and the pebble LogStore/StableStore (logstore.go).
+// the referrers index, blob records and repository-blob links — and the
+// replicated account state — users, access tokens, organizations, teams,
+// team grants, repository and namespace settings, token signing keys,
+// cluster settings and the audit log (account.go, account_store.go) —
+// together with the command envelope that changes it (command.go), the FSM
+// that applies commands (fsm.go), the key layout of the FSM state
+// (keys.go), snapshots (snapshot.go) and the pebble LogStore/StableStore
+// (logstore.go). It stores and checks account data; the access policy
+// that decides from it (hubmesh.AccessFacts) lives in package auth.
 //
 // A single node is a one-voter cluster bootstrapped on first start; there
 // is no separate standalone mode. Its first leader records the cluster

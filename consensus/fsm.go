@@ -20,10 +20,35 @@ import (
 	"github.com/hubmesh/hubmesh"
 )
 
-// repoRecord is the value of repo/<repo>.
+// repoRecord is the value of repo/<repo>. Records written before the
+// account commands carry only Created.
 type repoRecord struct {
-	// Created is the Created time of the manifest that created the repository.
+	// Created is the Created time of the manifest that created the
+	// repository, or the creation time given to CreateRepository.
 	Created time.Time `json:"created"`
+	// Updated is the Created time of the latest manifest pushed, or of the
+	// latest settings change; zero in old records (Created stands for it).
+	Updated         time.Time `json:"updated,omitzero"`
+	IsPrivate       bool      `json:"is_private,omitempty"`
+	Description     string    `json:"description,omitempty"`
+	FullDescription string    `json:"full_description,omitempty"`
+}
+
+// updated is Updated, or Created in a record that has no Updated.
+func (rec *repoRecord) updated() time.Time {
+	if rec.Updated.IsZero() {
+		return rec.Created
+	}
+	return rec.Updated
+}
+
+// repository is the API view of the record of repo.
+func (rec *repoRecord) repository(repo string) hubmesh.Repository {
+	return hubmesh.Repository{
+		Namespace: hubmesh.RepoOf(repo), Name: repo, IsPrivate: rec.IsPrivate,
+		Description: rec.Description, FullDescription: rec.FullDescription,
+		Created: rec.Created, Updated: rec.updated(),
+	}
 }
 
 // blobRecord is the value of blob/<digest>.
@@ -415,9 +440,16 @@ func (c *PutManifest) apply(tx *txn) (any, error) {
 		}
 	}
 
-	if !tx.has(repoKey(m.Repo)) {
-		tx.setJSON(repoKey(m.Repo), repoRecord{Created: m.Created})
+	var rec repoRecord
+	if !tx.getJSON(repoKey(m.Repo), &rec) {
+		tx.setJSON(repoKey(m.Repo), repoRecord{
+			Created: m.Created, Updated: m.Created,
+			IsPrivate: tx.defaultPrivate(hubmesh.RepoOf(m.Repo)),
+		})
 		tx.addCount(keyCountRepos, 1)
+	} else if m.Created.After(rec.updated()) {
+		rec.Updated = m.Created
+		tx.setJSON(repoKey(m.Repo), rec)
 	}
 	mk := manifestKey(m.Repo, m.Digest)
 	if !tx.has(mk) {

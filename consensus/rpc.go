@@ -181,13 +181,21 @@ func isDomainError(err error) bool {
 func decodeResult(t Type, raw json.RawMessage) (any, error) {
 	switch t {
 	case TypeMountBlob:
-		var d hubmesh.Descriptor
-		if err := json.Unmarshal(raw, &d); err != nil {
-			return nil, fmt.Errorf("apply %v: %w: bad result from the leader: %v", t, hubmesh.ErrUnavailable, err)
-		}
-		return d, nil
+		return decodeResultAs[hubmesh.Descriptor](t, raw)
+	case TypeUpdateUser:
+		return decodeResultAs[hubmesh.User](t, raw)
+	case TypeUpdateRepository:
+		return decodeResultAs[hubmesh.Repository](t, raw)
 	}
 	return nil, nil
+}
+
+func decodeResultAs[T any](t Type, raw json.RawMessage) (any, error) {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("apply %v: %w: bad result from the leader: %v", t, hubmesh.ErrUnavailable, err)
+	}
+	return v, nil
 }
 
 // Backoff between attempts to reach a leader.

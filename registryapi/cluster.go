@@ -92,19 +92,33 @@ type ClusterHandler struct {
 	cluster Cluster
 	log     *slog.Logger
 	mux     *http.ServeMux
+	auth    *Auth
+}
+
+// ClusterOption configures a ClusterHandler.
+type ClusterOption func(*ClusterHandler)
+
+// WithAdminAuth makes creating join tokens, leaving and removing members
+// a site administrator's privilege (401 without credentials, 403 for
+// others). Status and join (which carries its own join token) stay open.
+func WithAdminAuth(a *Auth) ClusterOption {
+	return func(h *ClusterHandler) { h.auth = a }
 }
 
 // NewClusterHandler builds the cluster API over c.
-func NewClusterHandler(c Cluster, logger *slog.Logger) (*ClusterHandler, error) {
+func NewClusterHandler(c Cluster, logger *slog.Logger, opts ...ClusterOption) (*ClusterHandler, error) {
 	if c == nil || logger == nil {
 		return nil, errors.New("registryapi: NewClusterHandler needs a Cluster and a Logger")
 	}
 	h := &ClusterHandler{cluster: c, log: logger, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(h)
+	}
 	h.handle(http.MethodGet, "/api/v1/cluster/status", h.status)
-	h.handle(http.MethodPost, "/api/v1/cluster/join-tokens", h.joinToken)
+	h.handle(http.MethodPost, "/api/v1/cluster/join-tokens", h.admin(h.joinToken))
 	h.handle(http.MethodPost, "/api/v1/cluster/join", h.join)
-	h.handle(http.MethodPost, "/api/v1/cluster/leave", h.leave)
-	h.handle(http.MethodDelete, "/api/v1/cluster/members/{id}", h.remove)
+	h.handle(http.MethodPost, "/api/v1/cluster/leave", h.admin(h.leave))
+	h.handle(http.MethodDelete, "/api/v1/cluster/members/{id}", h.admin(h.remove))
 	h.mux.HandleFunc("/api/v1/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(h.log, w, r, "/api/v1/cluster/", newError(codeNotFound, "no such API endpoint: %s %s", truncate(r.Method, 20), truncate(r.URL.Path, 200)))
 	})
@@ -130,6 +144,27 @@ func (h *ClusterHandler) handle(method, path string, fn func(http.ResponseWriter
 			writeError(h.log, rw, r, pattern, err)
 		}
 	})
+}
+
+// admin wraps fn so that only site administrators reach it, when the
+// handler has an Auth.
+func (h *ClusterHandler) admin(fn func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if h.auth == nil {
+			return fn(w, r)
+		}
+		id, err := h.auth.authenticate(r, bearerKinds{session: true})
+		switch {
+		case err != nil && toAPIError(err).code != codeUnauthorized:
+			return err
+		case err != nil || id.user == "":
+			return (&apiError{code: codeUnauthorized, message: "authentication required: site administrators only", cause: err}).
+				withHeader("WWW-Authenticate", `Bearer realm="`+baseURL(r)+`/token",service="`+h.auth.service+`"`)
+		case !id.admin || id.capped():
+			return newError(codeDenied, "only site administrators may do this")
+		}
+		return fn(w, r)
+	}
 }
 
 // ServeHTTP implements http.Handler.

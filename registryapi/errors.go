@@ -38,6 +38,8 @@ const (
 	codeMethodNotAllowed
 	codeNotFound
 	codeUnavailable
+	codeUnauthorized
+	codeTooManyRequests
 	codeCount // keep last
 )
 
@@ -68,6 +70,8 @@ var errorTable = [codeCount]struct {
 	codeMethodNotAllowed:    {"UNSUPPORTED", http.StatusMethodNotAllowed, "the operation is unsupported"},
 	codeNotFound:            {"NOT_FOUND", http.StatusNotFound, "no such API endpoint"},
 	codeUnavailable:         {"UNAVAILABLE", http.StatusServiceUnavailable, "service unavailable, retry later"},
+	codeUnauthorized:        {"UNAUTHORIZED", http.StatusUnauthorized, "authentication required"},
+	codeTooManyRequests:     {"TOOMANYREQUESTS", http.StatusTooManyRequests, "too many requests"},
 }
 
 // apiError is an error that knows its wire code. Handlers return it (or a
@@ -77,6 +81,9 @@ type apiError struct {
 	message string
 	detail  any
 	cause   error
+	// headers are set on the error response (WWW-Authenticate,
+	// Retry-After).
+	headers [][2]string
 }
 
 func (e *apiError) Error() string {
@@ -103,6 +110,22 @@ func (e *apiError) withDetail(d any) *apiError {
 	return e
 }
 
+// withHeader sets a header of the error response.
+func (e *apiError) withHeader(key, value string) *apiError {
+	e.headers = append(e.headers, [2]string{key, value})
+	return e
+}
+
+// header returns the value of a header withHeader set, or "".
+func (e *apiError) header(key string) string {
+	for _, h := range e.headers {
+		if h[0] == key {
+			return h[1]
+		}
+	}
+	return ""
+}
+
 // bodyError marks a failure to read the request body: the client's fault,
 // never the store's, even when the store wrapped it.
 type bodyError struct{ err error }
@@ -125,6 +148,8 @@ var sentinelCodes = []struct {
 	{hubmesh.ErrDigestMismatch, codeDigestInvalid},
 	{hubmesh.ErrRangeInvalid, codeRangeInvalid},
 	{hubmesh.ErrSizeInvalid, codeSizeInvalid},
+	{hubmesh.ErrUnauthenticated, codeUnauthorized},
+	{hubmesh.ErrRateLimited, codeTooManyRequests},
 	{hubmesh.ErrNotLeader, codeUnavailable},
 	{hubmesh.ErrUnavailable, codeUnavailable},
 	{context.DeadlineExceeded, codeUnavailable},
@@ -195,6 +220,9 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, route 
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	if row.status == http.StatusServiceUnavailable {
 		hdr.Set("Retry-After", retryAfterSeconds)
+	}
+	for _, h := range ae.headers {
+		hdr.Set(h[0], h[1])
 	}
 	body, mErr := json.Marshal(struct {
 		Errors []wireError `json:"errors"`

@@ -20,6 +20,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the request metrics; nil means no metrics.
 	Registerer prometheus.Registerer
+	// Auth enforces access control; nil serves everyone everything (a
+	// registry without accounts). A node always sets it.
+	Auth *Auth
 }
 
 // Handler serves the OCI distribution API (spec v1.1) under /v2/.
@@ -30,6 +33,7 @@ type Handler struct {
 	blobs     Blobs
 	uploads   Uploads
 	log       *slog.Logger
+	auth      *Auth
 	metrics   *metrics
 	routes    [len(templates)]map[string]handlerFunc
 	allow     [len(templates)]string // Allow header of each route
@@ -67,6 +71,7 @@ func New(cfg Config) (*Handler, error) {
 		blobs:     cfg.Blobs,
 		uploads:   cfg.Uploads,
 		log:       cfg.Logger,
+		auth:      cfg.Auth,
 	}
 	if cfg.Registerer != nil {
 		m, err := newMetrics(cfg.Registerer)
@@ -97,7 +102,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		fn, ok := h.routes[rt.Kind][r.Method]
 		if ok {
-			err = fn(rw, r, rt)
+			if h.auth != nil {
+				r, err = h.auth.authorizeV2(r, rt)
+				if errors.Is(err, errHidden) {
+					err = h.hiddenResponse(rw, r, rt)
+				} else if err == nil {
+					err = fn(rw, r, rt)
+				}
+			} else {
+				err = fn(rw, r, rt)
+			}
 		} else {
 			w.Header().Set("Allow", h.allow[rt.Kind])
 			err = newError(codeMethodNotAllowed, "method %s not allowed on %s", truncate(r.Method, 20), rt.template())

@@ -80,9 +80,14 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route) error
 	if err != nil {
 		return err
 	}
-	repos, more, err := page(p, limited, func(p hubmesh.Page) ([]string, error) {
-		return h.listings.Repositories(r.Context(), p)
-	})
+	list := func(p hubmesh.Page) ([]string, error) { return h.listings.Repositories(r.Context(), p) }
+	if h.auth != nil {
+		id, _ := identityOf(r.Context())
+		list = func(p hubmesh.Page) ([]string, error) {
+			return visibleRepositories(r.Context(), h.listings, h.auth, id, "", p)
+		}
+	}
+	repos, more, err := page(p, limited, list)
 	if err != nil {
 		return err
 	}
@@ -114,7 +119,15 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, rt route) er
 	if err != nil && !isNotFound(err) {
 		return err
 	}
-	if descs == nil || err != nil {
+	if err != nil {
+		descs = nil
+	}
+	return writeReferrers(w, artifactType, descs)
+}
+
+// writeReferrers answers a referrers request with the index of descs.
+func writeReferrers(w http.ResponseWriter, artifactType string, descs []hubmesh.Descriptor) error {
+	if descs == nil {
 		descs = []hubmesh.Descriptor{}
 	}
 	if artifactType != "" {

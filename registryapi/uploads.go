@@ -3,6 +3,7 @@ package registryapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -35,7 +36,13 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, rt route) 
 		if from != "" && !validName(from) {
 			return newError(codeNameInvalid, "invalid repository name %q in from", truncate(from, 300))
 		}
-		desc, err := h.links.MountBlob(ctx, rt.Name, from, d)
+		var desc hubmesh.Descriptor
+		if mountDenied(ctx) {
+			// the subject may not read the source: as if the blob were absent
+			err = fmt.Errorf("mount %s: %w", d, hubmesh.ErrBlobUnknown)
+		} else {
+			desc, err = h.links.MountBlob(ctx, rt.Name, from, d)
+		}
 		switch {
 		case err == nil:
 			return blobCreated(w, rt.Name, desc.Digest)
