@@ -26,17 +26,24 @@ import (
 // entry only means the node cannot serve that chunk to peers until
 // Exchange.ChunkRoot is called for the blob again.
 //
-// Keys (sum = the 32-byte sha2-256 inside a CIDv1 raw sha2-256):
+// Keys (root = the 32-byte sha2-256 of a chunk list; alg = chainAlg.id;
+// name = the state or digest a chunk is named by, see chunk.go):
 //
-//	'c' sum digest   → uvarint offset, uvarint length   a chunk of blob digest
-//	'r' sum          → root block bytes                 a chunk list
-//	'b' digest       → sum of the root block            the chunk list of a blob
+//	'v'                     → index format version (indexVersion)
+//	'k' alg name digest     → uvarint offset, uvarint length, header   a chunk of blob digest
+//	'r' root                → root block bytes                         a chunk list
+//	'b' digest              → root                                     the chunk list of a blob
 //
-// A chunk that occurs in several blobs has one 'c' key per blob.
+// An index of another version (or none, from before versions) is emptied
+// when opened: its chunk names are not those the exchange speaks.
 type chunkIndex struct {
 	db     *pebble.DB
 	logger *slog.Logger
 }
+
+// indexVersion is the version of the chunk index layout and chunk naming.
+// Version 1 (no 'v' key) named chunks by their sha2-256.
+const indexVersion = "2"
 
 // pebbleLogger writes pebble's messages to slog. Fatalf is called by pebble
 // on unrecoverable corruption and must not return: it logs, then panics.
@@ -63,16 +70,46 @@ func openChunkIndex(dir string, logger *slog.Logger) (*chunkIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open chunk index %s: %w", dir, err)
 	}
-	return &chunkIndex{db: db, logger: logger}, nil
+	x := &chunkIndex{db: db, logger: logger}
+	if err := x.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open chunk index %s: %w", dir, err)
+	}
+	return x, nil
 }
+
+// migrate empties an index of another version and records this one.
+func (x *chunkIndex) migrate() error {
+	v, ok, err := x.get(versionKey)
+	if err != nil || (ok && string(v) == indexVersion) {
+		return err
+	}
+	b := x.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
+		return err
+	}
+	if err := b.Set(versionKey, []byte(indexVersion), nil); err != nil {
+		return err
+	}
+	if ok {
+		x.logger.Info("chunk index: emptied an index of another version", "version", string(v))
+	}
+	return b.Commit(pebble.Sync)
+}
+
+var versionKey = []byte{'v'}
 
 func (x *chunkIndex) close() error { return x.db.Close() }
 
-func chunkKey(sum [sha256.Size]byte, d digest.Digest) []byte {
-	k := make([]byte, 0, 1+sha256.Size+len(d))
-	k = append(k, 'c')
-	k = append(k, sum[:]...)
-	return append(k, d...)
+func chunkPrefix(a *chainAlg, name string) []byte {
+	k := make([]byte, 0, 2+len(name)+80)
+	k = append(k, 'k', a.id)
+	return append(k, name...)
+}
+
+func chunkKey(a *chainAlg, name string, d digest.Digest) []byte {
+	return append(chunkPrefix(a, name), d...)
 }
 
 func rootKey(sum [sha256.Size]byte) []byte { return append([]byte{'r'}, sum[:]...) }
@@ -110,16 +147,17 @@ func (x *chunkIndex) rootBlock(sum [sha256.Size]byte) ([]byte, bool, error) {
 	return x.get(rootKey(sum))
 }
 
-// chunkLoc is where a chunk lives: a range of a blob file.
+// chunkLoc is where a chunk lives: a range of a blob file, and the header
+// its block starts with.
 type chunkLoc struct {
 	digest digest.Digest
 	off, n int64
+	header []byte
 }
 
-// chunkLocs returns every recorded location of the chunk whose sha2-256
-// is sum.
-func (x *chunkIndex) chunkLocs(sum [sha256.Size]byte) ([]chunkLoc, error) {
-	prefix := append([]byte{'c'}, sum[:]...)
+// chunkLocs returns every recorded location of the chunk named name.
+func (x *chunkIndex) chunkLocs(a *chainAlg, name string) ([]chunkLoc, error) {
+	prefix := chunkPrefix(a, name)
 	it, err := x.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: append(bytes.Clone(prefix), 0xff)})
 	if err != nil {
 		return nil, fmt.Errorf("chunk index: %w", err)
@@ -130,11 +168,14 @@ func (x *chunkIndex) chunkLocs(sum [sha256.Size]byte) ([]chunkLoc, error) {
 		v := it.Value()
 		off, n1 := binary.Uvarint(v)
 		length, n2 := binary.Uvarint(v[max(n1, 0):])
-		if n1 <= 0 || n2 <= 0 {
+		if n1 <= 0 || n2 <= 0 || len(v)-n1-n2 != chunkHeaderLen(a) {
 			x.logger.Warn("chunk index: bad chunk entry", "key", fmt.Sprintf("%x", it.Key()))
 			continue
 		}
-		locs = append(locs, chunkLoc{digest: digest.Digest(it.Key()[len(prefix):]), off: int64(off), n: int64(length)})
+		locs = append(locs, chunkLoc{
+			digest: digest.Digest(it.Key()[len(prefix):]), off: int64(off), n: int64(length),
+			header: bytes.Clone(v[n1+n2:]),
+		})
 	}
 	return locs, it.Error()
 }
@@ -150,7 +191,8 @@ func (x *chunkIndex) add(l *chunkList, root []byte) error {
 		off, n := l.chunkRange(i)
 		v = binary.AppendUvarint(v[:0], uint64(off))
 		v = binary.AppendUvarint(v, uint64(n))
-		if err := b.Set(chunkKey(s, l.digest), v, nil); err != nil {
+		v = append(v, l.header(i)...)
+		if err := b.Set(chunkKey(l.alg, s, l.digest), v, nil); err != nil {
 			return fmt.Errorf("chunk index: %w", err)
 		}
 	}
@@ -183,7 +225,7 @@ func (x *chunkIndex) forget(d digest.Digest) error {
 	if ok {
 		if l, err := decodeChunkList(data); err == nil {
 			for _, s := range l.sums {
-				if err := b.Delete(chunkKey(s, d), nil); err != nil {
+				if err := b.Delete(chunkKey(l.alg, s, d), nil); err != nil {
 					return fmt.Errorf("chunk index: %w", err)
 				}
 			}
@@ -230,7 +272,7 @@ type blobBlockstore struct {
 	checks fileChecks
 
 	mu        sync.RWMutex
-	live      map[[sha256.Size]byte][]liveChunk
+	live      map[string][]liveChunk // by chunk name
 	liveRoots map[[sha256.Size]byte]*transfer
 }
 
@@ -238,7 +280,7 @@ func newBlobBlockstore(store *Store, index *chunkIndex, logger *slog.Logger) *bl
 	return &blobBlockstore{
 		store: store, index: index, logger: logger,
 		checks:    fileChecks{blobs: make(map[digest.Digest]*fileCheck)},
-		live:      make(map[[sha256.Size]byte][]liveChunk),
+		live:      make(map[string][]liveChunk),
 		liveRoots: make(map[[sha256.Size]byte]*transfer),
 	}
 }
@@ -381,8 +423,8 @@ func (bs *blobBlockstore) root(sum [sha256.Size]byte) ([]byte, bool, error) {
 	return root, ok, nil
 }
 
-// liveRefs returns the in-progress locations of the chunk sum.
-func (bs *blobBlockstore) liveRefs(sum [sha256.Size]byte) []liveChunk {
+// liveRefs returns the in-progress locations of the chunk named sum.
+func (bs *blobBlockstore) liveRefs(sum string) []liveChunk {
 	bs.mu.RLock()
 	defer bs.mu.RUnlock()
 	return append([]liveChunk(nil), bs.live[sum]...)
@@ -390,14 +432,18 @@ func (bs *blobBlockstore) liveRefs(sum [sha256.Size]byte) []liveChunk {
 
 // read returns the verified bytes of block c, or an ipld.ErrNotFound.
 func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
-	sum, ok := sha256Of(c)
+	if sum, ok := sha256Of(c); ok {
+		root, ok, err := bs.root(sum)
+		if err != nil || ok {
+			return root, err
+		}
+		return nil, notFound(c)
+	}
+	alg, name, ok := chunkSumOf(c)
 	if !ok {
 		return nil, notFound(c)
 	}
-	if root, ok, err := bs.root(sum); err != nil || ok {
-		return root, err
-	}
-	locs, err := bs.index.chunkLocs(sum)
+	locs, err := bs.index.chunkLocs(alg, name)
 	if err != nil {
 		return nil, err
 	}
@@ -412,23 +458,31 @@ func (bs *blobBlockstore) read(ctx context.Context, c cid.Cid) ([]byte, error) {
 		if bs.checks.checked(loc.digest, info, loc.off) {
 			return data, nil
 		}
-		if sha256.Sum256(data) != sum {
+		if string(chainSum(alg, data)) != name {
 			bs.logger.Error("blob file does not match its chunk list; not serving it", "blob", loc.digest, "offset", loc.off, "cid", c)
 			continue
 		}
 		bs.checks.mark(loc.digest, info, loc.off)
 		return data, nil
 	}
-	for _, lc := range bs.liveRefs(sum) {
-		if data, ok := lc.t.readChunk(lc.i); ok && sha256.Sum256(data) == sum {
+	for _, lc := range bs.liveRefs(name) {
+		if data, ok := lc.t.readChunk(lc.i); ok && string(chainSum(alg, data)) == name {
 			return data, nil
 		}
 	}
 	return nil, notFound(c)
 }
 
-// readRange reads loc from its blob file. It also returns what the file
-// was (see fileChecks) before the read.
+// chainSum returns the name of the chunk block data.
+func chainSum(a *chainAlg, data []byte) []byte {
+	h := &chainHasher{alg: a}
+	h.Write(data)
+	return h.Sum(nil)
+}
+
+// readRange reads the block of loc: its header, then its range of the
+// blob file. It also returns what the file was (see fileChecks) before
+// the read.
 func (bs *blobBlockstore) readRange(loc chunkLoc) ([]byte, os.FileInfo, error) {
 	f, info, err := bs.store.openFile(loc.digest)
 	if err != nil {
@@ -438,8 +492,9 @@ func (bs *blobBlockstore) readRange(loc chunkLoc) ([]byte, os.FileInfo, error) {
 	if size := info.Size(); loc.off+loc.n > size {
 		return nil, nil, fmt.Errorf("chunk at %d+%d beyond the blob's %d bytes", loc.off, loc.n, size)
 	}
-	buf := make([]byte, loc.n)
-	if _, err := f.ReadAt(buf, loc.off); err != nil {
+	buf := make([]byte, int64(len(loc.header))+loc.n)
+	copy(buf, loc.header)
+	if _, err := f.ReadAt(buf[len(loc.header):], loc.off); err != nil {
 		return nil, nil, fmt.Errorf("read %d bytes at %d: %w", loc.n, loc.off, err)
 	}
 	return buf, info, nil
@@ -448,26 +503,30 @@ func (bs *blobBlockstore) readRange(loc chunkLoc) ([]byte, os.FileInfo, error) {
 // size returns the size of block c without reading it, or an
 // ipld.ErrNotFound. A chunk counts as present when its blob file exists.
 func (bs *blobBlockstore) size(ctx context.Context, c cid.Cid) (int, error) {
-	sum, ok := sha256Of(c)
+	if sum, ok := sha256Of(c); ok {
+		root, ok, err := bs.root(sum)
+		if err != nil || ok {
+			return len(root), err
+		}
+		return 0, notFound(c)
+	}
+	alg, name, ok := chunkSumOf(c)
 	if !ok {
 		return 0, notFound(c)
 	}
-	if root, ok, err := bs.root(sum); err != nil || ok {
-		return len(root), err
-	}
-	locs, err := bs.index.chunkLocs(sum)
+	locs, err := bs.index.chunkLocs(alg, name)
 	if err != nil {
 		return 0, err
 	}
 	for _, loc := range locs {
 		if size, err := bs.store.Stat(ctx, loc.digest); err == nil && loc.off+loc.n <= size {
-			return int(loc.n), nil
+			return len(loc.header) + int(loc.n), nil
 		}
 	}
-	for _, lc := range bs.liveRefs(sum) {
+	for _, lc := range bs.liveRefs(name) {
 		if lc.t.chunkWritten(lc.i) {
 			_, n := lc.t.list.chunkRange(lc.i)
-			return int(n), nil
+			return chunkHeaderLen(alg) + int(n), nil
 		}
 	}
 	return 0, notFound(c)

@@ -46,8 +46,9 @@ type ExchangeConfig struct {
 	// <data-dir>/chunks. Required. It is node-local state, never
 	// replicated.
 	IndexDir string
-	// ChunkSize is the size of the chunks ChunkRoot cuts blobs into.
-	// Zero means DefaultChunkSize; at most MaxChunkSize. Fetch follows
+	// ChunkSize is the size of the chunks ChunkRoot cuts blobs into: a
+	// multiple of 128 bytes (the hash block size of SHA-512). Zero means
+	// DefaultChunkSize; at most MaxChunkSize. Fetch follows
 	// whatever chunk size the root it is given says.
 	ChunkSize int
 	// MaxWantsInFlight bounds the chunks a fetch has asked for and not yet
@@ -103,8 +104,8 @@ func NewExchange(ctx context.Context, host *Host, store *Store, cfg ExchangeConf
 		return nil, fmt.Errorf("new exchange: nil host or store: %w", hubmesh.ErrInvalid)
 	case cfg.IndexDir == "":
 		return nil, fmt.Errorf("new exchange: empty index dir: %w", hubmesh.ErrInvalid)
-	case cfg.ChunkSize < 0 || cfg.ChunkSize > MaxChunkSize:
-		return nil, fmt.Errorf("new exchange: chunk size %d not in [1, %d]: %w", cfg.ChunkSize, MaxChunkSize, hubmesh.ErrInvalid)
+	case cfg.ChunkSize < 0 || cfg.ChunkSize > MaxChunkSize || cfg.ChunkSize%chunkAlign != 0:
+		return nil, fmt.Errorf("new exchange: chunk size %d not a multiple of %d in [%[2]d, %d]: %w", cfg.ChunkSize, chunkAlign, MaxChunkSize, hubmesh.ErrInvalid)
 	case cfg.MaxWantsInFlight < 0 || cfg.MaxWantsInFlight > maxWantsInFlight:
 		return nil, fmt.Errorf("new exchange: max wants in flight %d not in [1, %d]: %w", cfg.MaxWantsInFlight, maxWantsInFlight, hubmesh.ErrInvalid)
 	case cfg.StallTimeout < 0:

@@ -8,9 +8,9 @@ import (
 )
 
 // BenchmarkExchangeFetch measures a peer fetch of one 64 MiB blob between
-// two hosts over TCP on loopback (Noise, yamux): chunk list, chunks with
-// bitswap, writing, hashing and installing on the fetcher, reading the
-// blob through the returned reader. The blob is deleted from the fetcher
+// two hosts over TCP on loopback (TLS, yamux): chunk list, chunks with
+// bitswap (checked as they arrive), writing and installing on the
+// fetcher, reading the blob through the returned reader. The blob is deleted from the fetcher
 // between rounds, outside the timer.
 func BenchmarkExchangeFetch(b *testing.B) {
 	b.Run("tcp", func(b *testing.B) { benchmarkFetch(b, "/ip4/127.0.0.1/tcp/0") })

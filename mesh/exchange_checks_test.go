@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/opencontainers/go-digest"
 )
@@ -72,7 +73,7 @@ func TestExchangeServingChecks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Get(intact chunk 0) = %v", err)
 	}
-	if !bytes.Equal(blk.RawData(), data[:chunk]) {
+	if !bytes.Equal(blk.RawData(), append(l.header(0), data[:chunk]...)) {
 		t.Fatal("chunk 0 differs")
 	}
 	if !checks.checked(d, changed, 0) {
@@ -117,5 +118,55 @@ func TestFileChecksBounded(t *testing.T) {
 	}
 	if n := len(c.blobs); n != maxFileChecks {
 		t.Errorf("%d blob files remembered, want %d", n, maxFileChecks)
+	}
+}
+
+// TestChunkIndexVersion checks that an index of another version (or of
+// none: version 1 had no version key) is emptied when opened, so that
+// chunks named the old way are never mixed with chained ones, and that an
+// index of this version is kept.
+func TestChunkIndexVersion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	logger := testLogger(t)
+	old := []byte("c" + string(make([]byte, 32)) + "sha256:old")
+	for _, tc := range []struct {
+		name    string
+		version []byte // nil: no version key
+		kept    bool
+	}{
+		{"version 1", nil, false},
+		{"unknown version", []byte("9"), false},
+		{"this version", []byte(indexVersion), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := dir + "/" + tc.name
+			db, err := pebble.Open(path, &pebble.Options{Logger: pebbleLogger{logger}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Set(old, []byte{0, 1}, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			if tc.version != nil {
+				if err := db.Set(versionKey, tc.version, pebble.Sync); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			x, err := openChunkIndex(path, logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer x.close()
+			if _, ok, err := x.get(old); err != nil || ok != tc.kept {
+				t.Errorf("old entry present = %v, %v; want %v", ok, err, tc.kept)
+			}
+			if v, ok, err := x.get(versionKey); err != nil || !ok || string(v) != indexVersion {
+				t.Errorf("version = %q, %v, %v; want %q", v, ok, err, indexVersion)
+			}
+		})
 	}
 }

@@ -1,8 +1,8 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +22,8 @@ import (
 // transfer is one blob being fetched from peers into a temp file of the
 // store. Chunks are written at their offsets as they arrive, in any
 // order; avail is the length of the prefix that is complete, which
-// readers (and the hasher) may read. The temp file descriptor is shared:
+// readers may read. Each chunk is verified as it arrives (see chunk.go),
+// which verifies the whole blob once every chunk is there. The temp file descriptor is shared:
 // readers use ReadAt on it, so they keep working after the file is renamed
 // into the store, and it is closed when its last user lets go.
 type transfer struct {
@@ -53,16 +54,11 @@ type transfer struct {
 	changed chan struct{} // closed and replaced whenever avail or state changes
 	written []bool        // chunks written to the temp file
 	next    int           // first chunk not yet written: avail ends there
-	// inMem holds chunks the hasher will soon reach (index < hashed +
-	// hashAhead when written), so that it hashes them from memory
-	// instead of reading them back from the temp file.
-	inMem  map[int][]byte
-	hashed int // chunks the hasher has taken
-	avail  int64
-	state  transferState
-	err    error // why the transfer failed
-	users  int   // readers and Replicate callers
-	refs   int   // holders of f: run, readers, chunk reads in progress
+	avail   int64
+	state   transferState
+	err     error // why the transfer failed
+	users   int   // readers and Replicate callers
+	refs    int   // holders of f: run, readers, chunk reads in progress
 }
 
 type transferState int
@@ -137,7 +133,8 @@ func (t *transfer) chunkWritten(i int) bool {
 	return t.f != nil && t.written[i]
 }
 
-// readChunk returns chunk i from the temp file if it was written.
+// readChunk returns the block of chunk i (header and bytes from the temp
+// file) if it was written.
 func (t *transfer) readChunk(i int) ([]byte, bool) {
 	t.mu.Lock()
 	if t.f == nil || !t.written[i] {
@@ -153,8 +150,10 @@ func (t *transfer) readChunk(i int) ([]byte, bool) {
 		t.mu.Unlock()
 	}()
 	off, n := t.list.chunkRange(i)
-	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, off); err != nil {
+	hdr := t.list.header(i)
+	buf := make([]byte, int64(len(hdr))+n)
+	copy(buf, hdr)
+	if _, err := f.ReadAt(buf[len(hdr):], off); err != nil {
 		return nil, false
 	}
 	return buf, true
@@ -241,7 +240,6 @@ func (t *transfer) start() error {
 	t.mu.Lock()
 	t.list, t.rootData, t.f, t.tmpPath = l, blk.RawData(), f, f.Name()
 	t.written = make([]bool, len(l.sums))
-	t.inMem = make(map[int][]byte)
 	t.mu.Unlock()
 	t.sess = sess
 	e.bstore.addLive(t)
@@ -281,34 +279,29 @@ func (t *transfer) connect(ctx context.Context) error {
 	return fmt.Errorf("fetch %s: no provider reachable: %w", t.d, errors.Join(errs...))
 }
 
-// fetch asks for the chunks, at most MaxWantsInFlight at a time, writes
-// each at its offset as it arrives and hashes the blob in order behind
-// them. It returns once every chunk is written and the blob's digest
-// checked.
+// fetch asks for the chunks, at most MaxWantsInFlight at a time, checks
+// each (bitswap hashed it under its CID; its header must continue the
+// chain where the chunk list says) and writes it at its offset as it
+// arrives. It returns once every chunk is written: the blob's digest is
+// then verified.
 func (t *transfer) fetch() error {
 	e, l := t.e, t.list
-	// The hasher reads the temp file: it must be gone before fetch
-	// returns and the file may be closed.
-	hctx, hcancel := context.WithCancel(t.ctx)
-	hashed := make(chan error, 1)
-	go func() { hashed <- t.hash(hctx) }()
-	hashDone := false
-	defer func() {
-		hcancel()
-		if !hashDone {
-			<-hashed
+	if len(l.sums) == 0 {
+		if !bytes.Equal(l.alg.new().Sum(nil), digestBytes(t.d)) {
+			return fmt.Errorf("fetch %s: an empty blob has another digest: %w", t.d, hubmesh.ErrDigestMismatch)
 		}
-	}()
-
-	// A chunk that occurs several times in the blob is asked for once.
-	var order []cid.Cid
-	at := make(map[[sha256.Size]byte][]int, len(l.sums))
-	for i, s := range l.sums {
-		if _, ok := at[s]; !ok {
-			order = append(order, rawCID(s))
-		}
-		at[s] = append(at[s], i)
+		return nil
 	}
+	order := make([]cid.Cid, len(l.sums))
+	at := make(map[string]int, len(l.sums))
+	for i, s := range l.sums {
+		if _, dup := at[s]; dup {
+			return fmt.Errorf("fetch %s: chunk list %s names two chunks alike: %w", t.d, t.root, hubmesh.ErrInvalid)
+		}
+		at[s] = i
+		order[i] = l.chunkCID(i)
+	}
+	hl := chunkHeaderLen(l.alg)
 
 	ctx, cancel := context.WithCancel(t.ctx)
 	got := make(chan blocks.Block, e.cfg.MaxWantsInFlight)
@@ -321,8 +314,8 @@ func (t *transfer) fetch() error {
 	// sends the wants of one request in no particular order, but a peer
 	// serves the wants of earlier requests first. Small batches spaced by
 	// arrivals keep the chunks arriving nearly in order, which is what
-	// the reader and the hasher need: a blob asked for in one request of
-	// 128 chunks came in random order, its first byte after half of them.
+	// the readers need: a blob asked for in one request of 128 chunks
+	// came in random order, its first byte after half of them.
 	window := e.cfg.MaxWantsInFlight
 	batch := min(window, wantBatch)
 	// mayAsk: a chunk arrived since the last request (or none was made).
@@ -353,22 +346,29 @@ func (t *transfer) fetch() error {
 		}
 		select {
 		case b := <-got:
-			sum, _ := sha256Of(b.Cid())
-			idx, ok := at[sum]
+			_, name, _ := chunkSumOf(b.Cid())
+			i, ok := at[name]
 			if !ok {
 				continue // not ours, or a duplicate already written
 			}
-			delete(at, sum)
+			// bitswap computed the CID from the block: its bytes continue
+			// the chain from the state in its header. That state must be
+			// the one the list has before chunk i.
+			data := b.RawData()
+			if len(data) < hl || !bytes.Equal(data[:hl], l.header(i)) {
+				return fmt.Errorf("fetch %s: chunk %d does not continue the chunk list's chain: %w", t.d, i, hubmesh.ErrDigestMismatch)
+			}
+			delete(at, name)
 			inflight--
 			remaining--
 			mayAsk = true
-			if err := t.write(idx, b.RawData()); err != nil {
+			if err := t.write(i, data[hl:]); err != nil {
 				return err
 			}
 			// Start writing the chunks to disk as they come (every
 			// writebackEvery bytes), so that the fsync before install
 			// finds little left to do.
-			if unsynced += len(idx) * len(b.RawData()); unsynced >= writebackEvery {
+			if unsynced += len(data) - hl; unsynced >= writebackEvery {
 				startWriteback(t.f)
 				unsynced = 0
 			}
@@ -384,33 +384,24 @@ func (t *transfer) fetch() error {
 			return fmt.Errorf("fetch %s: %w: %w", t.d, hubmesh.ErrUnavailable, context.Cause(ctx))
 		}
 	}
-	hashDone = true
-	return <-hashed
+	return nil
 }
 
 // wantBatch is how many chunks a fetch asks for in one request.
 const wantBatch = 8
 
-// write stores the bytes of the chunks idx (all with the same content) in
-// the temp file and advances avail.
-func (t *transfer) write(idx []int, data []byte) error {
-	for _, i := range idx {
-		off, n := t.list.chunkRange(i)
-		if int64(len(data)) != n {
-			return fmt.Errorf("fetch %s: chunk %d has %d bytes, want %d: %w", t.d, i, len(data), n, hubmesh.ErrInvalid)
-		}
-		if _, err := t.f.WriteAt(data, off); err != nil {
-			return fmt.Errorf("fetch %s: write temp file: %w", t.d, err)
-		}
+// write stores the bytes of chunk i in the temp file and advances avail.
+func (t *transfer) write(i int, data []byte) error {
+	off, n := t.list.chunkRange(i)
+	if int64(len(data)) != n {
+		return fmt.Errorf("fetch %s: chunk %d has %d bytes, want %d: %w", t.d, i, len(data), n, hubmesh.ErrInvalid)
+	}
+	if _, err := t.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("fetch %s: write temp file: %w", t.d, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, i := range idx {
-		t.written[i] = true
-		if i < t.hashed+hashAhead {
-			t.inMem[i] = data
-		}
-	}
+	t.written[i] = true
 	moved := false
 	for t.next < len(t.written) && t.written[t.next] {
 		t.next++
@@ -419,45 +410,6 @@ func (t *transfer) write(idx []int, data []byte) error {
 	if moved {
 		t.avail = min(int64(t.next)*t.list.chunkSize, t.size)
 		t.broadcast()
-	}
-	return nil
-}
-
-// hashAhead is how many chunks past the hasher's position write keeps in
-// memory for it (see transfer.inMem). Chunks arrive roughly in order, so
-// most are hashed from memory; the others are read back from the temp
-// file. It bounds the memory a transfer holds to hashAhead chunks.
-const hashAhead = 16
-
-// hash hashes the blob's chunks in order as they are written and checks
-// the blob's digest. It returns early with the transfer's error if it
-// fails.
-func (t *transfer) hash(ctx context.Context) error {
-	h, _ := newHash(t.d.Algorithm()) // t.d passed checkDigest
-	var buf []byte
-	for i := range t.list.sums {
-		off, n := t.list.chunkRange(i)
-		if _, _, err := t.waitAvail(ctx, off); err != nil {
-			return fmt.Errorf("fetch %s: %w", t.d, err)
-		}
-		t.mu.Lock()
-		data := t.inMem[i]
-		delete(t.inMem, i)
-		t.hashed = i + 1
-		t.mu.Unlock()
-		if data == nil {
-			if buf == nil {
-				buf = make([]byte, t.list.chunkSize)
-			}
-			data = buf[:n]
-			if _, err := t.f.ReadAt(data, off); err != nil {
-				return fmt.Errorf("fetch %s: read back temp file: %w", t.d, err)
-			}
-		}
-		h.Write(data)
-	}
-	if got := digest.NewDigest(t.d.Algorithm(), h); got != t.d {
-		return fmt.Errorf("fetch %s: peers sent content with digest %s: %w", t.d, got, hubmesh.ErrDigestMismatch)
 	}
 	return nil
 }
@@ -506,7 +458,6 @@ func (t *transfer) finish(err error) {
 		t.state = transferDone
 		t.avail = t.size
 	}
-	t.inMem = nil
 	t.broadcast()
 	t.mu.Unlock()
 	close(t.finished)
