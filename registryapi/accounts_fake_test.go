@@ -30,6 +30,9 @@ type fakeAccounts struct {
 	settings hubmesh.Settings
 	audit    []hubmesh.AuditEvent
 	keyReads int
+	// oci reports whether the OCI store holds repo: a push creates the
+	// repository record in the product (PutManifest), so it exists here too.
+	oci func(repo string) bool
 }
 
 func newFakeAccounts() *fakeAccounts {
@@ -98,6 +101,8 @@ func (f *fakeAccounts) AccessFacts(_ context.Context, user, repo string) (hubmes
 	}
 	if r, ok := f.repos[repo]; ok {
 		fa.RepoExists, fa.RepoPrivate = true, r.IsPrivate
+	} else if f.oci != nil && f.oci(repo) {
+		fa.RepoExists, fa.RepoPrivate = true, f.nsPriv[ns]
 	}
 	return fa, nil
 }

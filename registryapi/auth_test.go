@@ -80,6 +80,12 @@ func newAuthEnv(t testing.TB, opts ...func(*AuthConfig)) *authEnv {
 		t.Fatal(err)
 	}
 	reg := newMemRegistry()
+	acc.oci = func(repo string) bool {
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		r, ok := reg.repos[repo]
+		return ok && len(r.manifests) > 0
+	}
 	v2, err := New(Config{Manifests: reg, Listings: reg, Links: reg, Blobs: reg, Uploads: reg, Logger: logger, Auth: a})
 	if err != nil {
 		t.Fatal(err)
@@ -581,8 +587,18 @@ func TestPrivateRepositoriesLookAbsent(t *testing.T) {
 		{"tags", "/v2/alice/secret/tags/list", "NAME_UNKNOWN"},
 	}
 	for _, who := range []struct{ name, authz string }{{"bob", bob}, {"anonymous", ""}, {"anonymous token", bearer(e.token("", "repository:alice/secret:pull", "repository:alice/missing:pull"))}} {
+		anonymous := who.name != "bob"
 		for _, p := range paths {
 			t.Run(who.name+"/"+p.name, func(t *testing.T) {
+				if anonymous {
+					// asked to log in, for a private and a missing name alike
+					e.expect(e.do("GET", p.path, who.authz, nil), http.StatusUnauthorized, "UNAUTHORIZED")
+					e.expect(e.do("GET", strings.Replace(p.path, "alice/secret", "alice/missing", 1), who.authz, nil), http.StatusUnauthorized, "UNAUTHORIZED")
+					if p.name != "tags" {
+						e.expect(e.do("HEAD", p.path, who.authz, nil), http.StatusUnauthorized, "")
+					}
+					return
+				}
 				e.expect(e.do("GET", p.path, who.authz, nil), http.StatusNotFound, p.absentCode)
 				// what a repository that does not exist answers (the
 				// consensus store answers MANIFEST_UNKNOWN for a manifest
@@ -596,13 +612,19 @@ func TestPrivateRepositoriesLookAbsent(t *testing.T) {
 			})
 		}
 		r := e.do("GET", "/v2/alice/secret/referrers/"+subject, who.authz, nil)
-		e.expect(r, http.StatusOK, "")
-		if !bytes.Contains(r.body, []byte(`"manifests":[]`)) {
-			t.Fatalf("referrers of an invisible repository: %s", r.body)
+		if anonymous {
+			e.expect(r, http.StatusUnauthorized, "UNAUTHORIZED")
+		} else {
+			e.expect(r, http.StatusOK, "")
+			if !bytes.Contains(r.body, []byte(`"manifests":[]`)) {
+				t.Fatalf("referrers of an invisible repository: %s", r.body)
+			}
 		}
-		// a bad reference is the same 400 as on a missing repository
-		e.expect(e.do("GET", "/v2/alice/secret/blobs/sha256:nope", who.authz, nil), http.StatusBadRequest, "DIGEST_INVALID")
-		e.expect(e.do("GET", "/v2/alice/missing/blobs/sha256:nope", who.authz, nil), http.StatusBadRequest, "DIGEST_INVALID")
+		// a bad reference answers as on a missing repository
+		bad, missing := e.do("GET", "/v2/alice/secret/blobs/sha256:nope", who.authz, nil), e.do("GET", "/v2/alice/missing/blobs/sha256:nope", who.authz, nil)
+		if bad.status != missing.status || bad.code() != missing.code() {
+			t.Fatalf("bad digest: private repository %d %s, missing one %d %s", bad.status, bad.code(), missing.status, missing.code())
+		}
 	}
 	// writes: bob is denied as on any repository of alice; anonymous is asked to log in
 	e.expect(e.do("POST", "/v2/alice/secret/blobs/uploads/", bob, nil), http.StatusForbidden, "DENIED")
@@ -612,6 +634,13 @@ func TestPrivateRepositoriesLookAbsent(t *testing.T) {
 	// the owner and the admin see it
 	e.expect(e.do("GET", "/v2/alice/secret/manifests/v1", alice, nil), http.StatusOK, "")
 	e.expect(e.do("GET", "/v2/alice/secret/manifests/v1", basic("admin", testPassword), nil), http.StatusOK, "")
+	// with a registry token, a refused write is 401 insufficient_scope (docker
+	// gives up at once; it retries a 403)
+	r := e.do("POST", "/v2/alice/secret/blobs/uploads/", bearer(e.token("bob", "repository:alice/secret:pull,push")), nil)
+	e.expect(r, http.StatusUnauthorized, "UNAUTHORIZED")
+	if h := r.hdr.Get("WWW-Authenticate"); !strings.Contains(h, `error="insufficient_scope"`) || !strings.Contains(h, `scope="repository:alice/secret:pull,push"`) {
+		t.Fatalf("refused push with a token: WWW-Authenticate %q", h)
+	}
 	// a token for it grants nothing to bob
 	tok := e.token("bob", "repository:alice/secret:pull")
 	if got := accessOf(e.claims(tok, testService, auth.KindAccess)); len(got) != 0 {
@@ -992,6 +1021,11 @@ func TestPermissionMatrix(t *testing.T) {
 					case "referrers":
 						r = e.do("GET", "/v2/"+repo+"/referrers/"+absent, authz, nil)
 						want = 200
+					}
+					if p == "n" && user == "" && (action == "pull" || action == "tags" || action == "referrers") {
+						want, code = 401, "UNAUTHORIZED" // anonymous: asked to log in
+					}
+					switch action {
 					case "push":
 						r = e.do("POST", "/v2/"+repo+"/blobs/uploads/", authz, nil)
 						want = 202

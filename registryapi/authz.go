@@ -110,6 +110,11 @@ func (a *Auth) decide(ctx context.Context, id identity, repo, action string) (ve
 	}
 	live := auth.CapActions(auth.Actions(f), id.scopes)
 	switch {
+	case id.user == "" && action == auth.ActionPull && !f.RepoExists:
+		// Anonymous: a missing repository looks like a private one (both
+		// ask for a login), so that nobody can probe which private names
+		// exist. Docker Hub answers the same.
+		return hidden, nil
 	case !slices.Contains(live, action):
 		if action == auth.ActionPull {
 			return hidden, nil
@@ -169,6 +174,16 @@ func (a *Auth) authorizeV2(r *http.Request, rt route) (*http.Request, error) {
 	}
 	switch v {
 	case hidden:
+		if id.user == "" {
+			// Anonymous clients are asked to log in (docker prints "pull
+			// access denied ... may require 'docker login'"; containerd
+			// only sends credentials after a 401).
+			attr := ""
+			if id.authenticated() {
+				attr = "insufficient_scope"
+			}
+			return r, a.challenge(r, scope, attr, nil)
+		}
 		return r.WithContext(ctx), errHidden
 	case subjectRejected:
 		return r, a.challenge(r, scope, "invalid_token", nil)
@@ -181,6 +196,12 @@ func (a *Auth) authorizeV2(r *http.Request, rt route) (*http.Request, error) {
 				attr = "insufficient_scope"
 			}
 			return r, a.challenge(r, scope, attr, nil)
+		}
+		if id.method == methodAccess {
+			// A registry token without the action: 401 insufficient_scope,
+			// as distribution and Docker Hub answer. docker gives up at
+			// once on it, while it retries a 403 for about a minute.
+			return r, a.challenge(r, scope, "insufficient_scope", nil)
 		}
 		return r, newError(codeDenied, "requested access to the resource is denied")
 	}
