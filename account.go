@@ -132,6 +132,18 @@ type Repository struct {
 	FullDescription string    `json:"full_description"`
 	Created         time.Time `json:"date_registered"`
 	Updated         time.Time `json:"last_updated"`
+	// IsOfficial is set by site administrators, on the repository or on
+	// its whole namespace (e.g. "library"); search ranks official
+	// repositories first among equals.
+	IsOfficial bool `json:"is_official"`
+	// IsAutomated marks a repository built by the cluster's automated
+	// builds (issue 7); false until then.
+	IsAutomated bool `json:"is_automated"`
+	// StarCount is the number of users who starred the repository.
+	StarCount int64 `json:"star_count"`
+	// PullCount counts manifest GETs, aggregated per node and flushed in
+	// batches: close to right across the cluster, never exact.
+	PullCount int64 `json:"pull_count"`
 }
 
 // RepositoryUpdate changes some settings of a repository; nil fields stay.

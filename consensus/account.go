@@ -261,6 +261,8 @@ type SetTeamPermission struct {
 // CreateRepository creates a repository record (before its first push).
 type CreateRepository struct {
 	Repository hubmesh.Repository `json:"repository"`
+	// Actor is who created it (for webhook events).
+	Actor string `json:"actor,omitempty"`
 }
 
 // UpdateRepository changes the settings of a repository that Update sets
@@ -276,6 +278,9 @@ type UpdateRepository struct {
 // content, which garbage collection handles.
 type DeleteRepository struct {
 	Name string `json:"name"`
+	// At and Actor say when and by whom (for webhook events).
+	At    time.Time `json:"at,omitzero"`
+	Actor string    `json:"actor,omitempty"`
 }
 
 // SetNamespace sets the settings of a user's or organization's namespace.
@@ -714,6 +719,7 @@ func (c *DeleteUser) apply(tx *txn) (any, error) {
 		tx.del(accessTokenKey(id))
 		tx.del(userTokenKey(c.Name, id))
 	}
+	tx.deleteStarsOf(c.Name)
 	tx.deleteNamespace(c.Name)
 	tx.del(userKey(c.Name))
 	return nil, nil
@@ -725,6 +731,7 @@ func (tx *txn) deleteNamespace(ns string) {
 	if tx.has(nsKey(ns)) {
 		tx.del(nsKey(ns))
 	}
+	tx.deleteHooksOf(ns)
 	tx.deleteRepos(repoSet{ns: ns})
 }
 
@@ -745,6 +752,7 @@ func (s repoSet) under(prefix []byte) []byte {
 // referrers, blob links and team grants, keeping the counters in step.
 // Blob records stay.
 func (tx *txn) deleteRepos(s repoSet) {
+	tx.deleteRepoSocial(s)
 	for _, p := range [][]byte{prefixTag, prefixTagRev, prefixReferrer, prefixLink} {
 		for _, k := range tx.keys(s.under(p)) {
 			tx.del(k)
@@ -949,6 +957,7 @@ func (c *CreateRepository) apply(tx *txn) (any, error) {
 	}
 	tx.setJSON(repoKey(r.Name), rec)
 	tx.addCount(keyCountRepos, 1)
+	tx.emit(hubmesh.EventRepoCreate, r.Name, "", "", c.Actor, r.Created)
 	return nil, nil
 }
 
@@ -971,13 +980,14 @@ func (c *UpdateRepository) apply(tx *txn) (any, error) {
 		rec.Updated = u.At
 	}
 	tx.setJSON(repoKey(c.Name), rec)
-	return rec.repository(c.Name), nil
+	return tx.repoView(c.Name, &rec), nil
 }
 
 func (c *DeleteRepository) apply(tx *txn) (any, error) {
 	if !tx.has(repoKey(c.Name)) {
 		return nil, fmt.Errorf("repository %s: %w", c.Name, hubmesh.ErrRepoUnknown)
 	}
+	tx.emit(hubmesh.EventRepoDelete, c.Name, "", "", c.Actor, c.At)
 	tx.deleteRepos(repoSet{repo: c.Name})
 	return nil, nil
 }

@@ -214,7 +214,7 @@ func (n *Node) CreateRepository(ctx context.Context, r hubmesh.Repository) error
 	if r.Updated.IsZero() {
 		r.Updated = r.Created
 	}
-	_, err := n.Apply(ctx, &CreateRepository{Repository: r})
+	_, err := n.Apply(ctx, &CreateRepository{Repository: r, Actor: actorOf(ctx)})
 	return err
 }
 
@@ -233,7 +233,7 @@ func (n *Node) UpdateRepository(ctx context.Context, name string, upd hubmesh.Re
 // referrers, blob links and team grants; blob records stay. An unknown
 // repository wraps hubmesh.ErrRepoUnknown.
 func (n *Node) DeleteRepository(ctx context.Context, name string) error {
-	_, err := n.Apply(ctx, &DeleteRepository{Name: name})
+	_, err := n.Apply(ctx, &DeleteRepository{Name: name, At: time.Now().UTC(), Actor: actorOf(ctx)})
 	return err
 }
 
@@ -596,11 +596,17 @@ func (f *stateMachine) repository(name string) (hubmesh.Repository, error) {
 	if err := checkRepo(name); err != nil {
 		return hubmesh.Repository{}, err
 	}
-	rec, err := getOne[repoRecord](f, repoKey(name), fmt.Errorf("repository %s: %w", name, hubmesh.ErrRepoUnknown))
-	if err != nil {
-		return hubmesh.Repository{}, err
-	}
-	return rec.repository(name), nil
+	var repo hubmesh.Repository
+	err := f.readSnapshot(func(r reader) error {
+		var ok bool
+		var err error
+		repo, ok, err = readRepository(r, name)
+		if err == nil && !ok {
+			err = fmt.Errorf("repository %s: %w", name, hubmesh.ErrRepoUnknown)
+		}
+		return err
+	})
+	return repo, err
 }
 
 // readNamespace fills the kind and settings of namespace ns.

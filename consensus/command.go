@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -52,6 +53,18 @@ const (
 	TypeAddSigningKey     Type = 29
 	TypeSetSettings       Type = 30
 	TypeAppendAudit       Type = 31
+
+	TypeStar        Type = 32
+	TypeUnstar      Type = 33
+	TypeAddPulls    Type = 34
+	TypeSetOfficial Type = 35
+
+	TypeCreateWebhook        Type = 36
+	TypeUpdateWebhook        Type = 37
+	TypeDeleteWebhook        Type = 38
+	TypeRecordWebhookAttempt Type = 39
+	TypeSetWebhookCallback   Type = 40
+	TypeRedeliverWebhook     Type = 41
 )
 
 // envelopeVersion is the first byte of every encoded command. A node
@@ -126,6 +139,26 @@ func (t Type) String() string {
 		return "SetSettings"
 	case TypeAppendAudit:
 		return "AppendAudit"
+	case TypeStar:
+		return "Star"
+	case TypeUnstar:
+		return "Unstar"
+	case TypeAddPulls:
+		return "AddPulls"
+	case TypeSetOfficial:
+		return "SetOfficial"
+	case TypeCreateWebhook:
+		return "CreateWebhook"
+	case TypeUpdateWebhook:
+		return "UpdateWebhook"
+	case TypeDeleteWebhook:
+		return "DeleteWebhook"
+	case TypeRecordWebhookAttempt:
+		return "RecordWebhookAttempt"
+	case TypeSetWebhookCallback:
+		return "SetWebhookCallback"
+	case TypeRedeliverWebhook:
+		return "RedeliverWebhook"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -178,6 +211,18 @@ var newCommand = map[Type]func() Command{
 	TypeAddSigningKey:     func() Command { return new(AddSigningKey) },
 	TypeSetSettings:       func() Command { return new(SetSettings) },
 	TypeAppendAudit:       func() Command { return new(AppendAudit) },
+
+	TypeStar:        func() Command { return new(Star) },
+	TypeUnstar:      func() Command { return new(Unstar) },
+	TypeAddPulls:    func() Command { return new(AddPulls) },
+	TypeSetOfficial: func() Command { return new(SetOfficial) },
+
+	TypeCreateWebhook:        func() Command { return new(CreateWebhook) },
+	TypeUpdateWebhook:        func() Command { return new(UpdateWebhook) },
+	TypeDeleteWebhook:        func() Command { return new(DeleteWebhook) },
+	TypeRecordWebhookAttempt: func() Command { return new(RecordWebhookAttempt) },
+	TypeSetWebhookCallback:   func() Command { return new(SetWebhookCallback) },
+	TypeRedeliverWebhook:     func() Command { return new(RedeliverWebhook) },
 }
 
 // Encode returns the envelope of c: [version][type uint16 BE][JSON payload].
@@ -227,6 +272,8 @@ func Decode(b []byte) (Command, error) {
 type PutManifest struct {
 	Manifest hubmesh.Manifest `json:"manifest"`
 	Tags     []string         `json:"tags,omitempty"`
+	// Pusher is the user who pushed (webhook payloads name it).
+	Pusher string `json:"pusher,omitempty"`
 }
 
 // DeleteManifest removes a manifest, the tags pointing at it and its
@@ -234,12 +281,18 @@ type PutManifest struct {
 type DeleteManifest struct {
 	Repo   string        `json:"repo"`
 	Digest digest.Digest `json:"digest"`
+	// At and Actor say when and by whom (for webhook events).
+	At    time.Time `json:"at,omitzero"`
+	Actor string    `json:"actor,omitempty"`
 }
 
 // DeleteTag removes one tag; the manifest stays.
 type DeleteTag struct {
 	Repo string `json:"repo"`
 	Tag  string `json:"tag"`
+	// At and Actor say when and by whom (for webhook events).
+	At    time.Time `json:"at,omitzero"`
+	Actor string    `json:"actor,omitempty"`
 }
 
 // LinkBlobs records blobs that Node holds in its content store and links

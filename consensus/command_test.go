@@ -21,6 +21,9 @@ func TestTypeNumbers(t *testing.T) {
 		TypeRemoveTeamMember: 23, TypeSetTeamPermission: 24, TypeCreateRepository: 25,
 		TypeUpdateRepository: 26, TypeDeleteRepository: 27, TypeSetNamespace: 28,
 		TypeAddSigningKey: 29, TypeSetSettings: 30, TypeAppendAudit: 31,
+		TypeStar: 32, TypeUnstar: 33, TypeAddPulls: 34, TypeSetOfficial: 35,
+		TypeCreateWebhook: 36, TypeUpdateWebhook: 37, TypeDeleteWebhook: 38,
+		TypeRecordWebhookAttempt: 39, TypeSetWebhookCallback: 40, TypeRedeliverWebhook: 41,
 	}
 	for typ, n := range want {
 		if uint16(typ) != n {

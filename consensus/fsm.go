@@ -32,6 +32,12 @@ type repoRecord struct {
 	IsPrivate       bool      `json:"is_private,omitempty"`
 	Description     string    `json:"description,omitempty"`
 	FullDescription string    `json:"full_description,omitempty"`
+	// IsOfficial is the repository's own flag (SetOfficial); a repository
+	// is also official when its namespace is (official/<ns>).
+	IsOfficial  bool  `json:"is_official,omitempty"`
+	IsAutomated bool  `json:"is_automated,omitempty"`
+	StarCount   int64 `json:"star_count,omitempty"`
+	PullCount   int64 `json:"pull_count,omitempty"`
 }
 
 // updated is Updated, or Created in a record that has no Updated.
@@ -48,6 +54,8 @@ func (rec *repoRecord) repository(repo string) hubmesh.Repository {
 		Namespace: hubmesh.RepoOf(repo), Name: repo, IsPrivate: rec.IsPrivate,
 		Description: rec.Description, FullDescription: rec.FullDescription,
 		Created: rec.Created, Updated: rec.updated(),
+		IsOfficial: rec.IsOfficial, IsAutomated: rec.IsAutomated,
+		StarCount: rec.StarCount, PullCount: rec.PullCount,
 	}
 }
 
@@ -75,6 +83,10 @@ type stateMachine struct {
 	// to the one consumer of Node.Changes, coalesced.
 	membersNotify chan struct{}
 	changes       chan struct{}
+	// repos is the log of changed repository records (social.go).
+	repos repoLog
+	// hooks wakes the webhook delivery worker (webhook.go).
+	hooks hookNotifier
 
 	// mu guards closed: pebble panics on use after Close, so every read
 	// holds mu for reading and Close takes it for writing.
@@ -105,6 +117,7 @@ func openStateMachine(dir string, logger *slog.Logger) (*stateMachine, error) {
 		return nil, fmt.Errorf("fsm %s: %w", dir, err)
 	}
 	f.applied.Store(readU64(v))
+	f.repos.reset(f.applied.Load())
 	return f, nil
 }
 
@@ -137,6 +150,7 @@ func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 		if err != nil {
 			panic(fmt.Sprintf("consensus: fsm: committed entry %d cannot be decoded: %v", l.Index, err))
 		}
+		tx.index, tx.seq = l.Index, 0
 		out[i] = tx.run(c)
 	}
 	if last == start {
@@ -148,9 +162,13 @@ func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	if err := b.Commit(pebble.Sync); err != nil {
 		panic(fmt.Sprintf("consensus: fsm: commit up to entry %d: %v", last, err))
 	}
+	f.repos.add(last, tx.repos)
 	f.setApplied(last)
 	if tx.membersChanged {
 		f.signalMembers()
+	}
+	if tx.hooksChanged {
+		f.hooks.wake()
 	}
 	return out
 }
@@ -264,6 +282,15 @@ type txn struct {
 	// membersChanged is set by commands that changed a member record or
 	// the cluster identity (they set it after writing, so never on failure).
 	membersChanged bool
+	// repos collects the repositories whose record was written or
+	// deleted (the search index follows them, see repoLog).
+	repos map[string]struct{}
+	// index is the Raft index of the entry being applied, seq numbers the
+	// webhook events it emits (webhook.go); hooksChanged is set when a
+	// delivery became due.
+	index        uint64
+	seq          int
+	hooksChanged bool
 }
 
 // run validates and applies one command and returns its result or error.
@@ -312,6 +339,7 @@ func (tx *txn) set(k, v []byte) {
 		panic(fmt.Sprintf("consensus: fsm: set %q: %v", k, err))
 	}
 	tx.writes++
+	tx.noteRepo(k)
 }
 
 func (tx *txn) setJSON(k []byte, v any) {
@@ -327,6 +355,7 @@ func (tx *txn) del(k []byte) {
 		panic(fmt.Sprintf("consensus: fsm: delete %q: %v", k, err))
 	}
 	tx.writes++
+	tx.noteRepo(k)
 }
 
 // keys collects the keys under prefix.
@@ -447,6 +476,7 @@ func (c *PutManifest) apply(tx *txn) (any, error) {
 			IsPrivate: tx.defaultPrivate(hubmesh.RepoOf(m.Repo)),
 		})
 		tx.addCount(keyCountRepos, 1)
+		tx.emit(hubmesh.EventRepoCreate, m.Repo, "", "", c.Pusher, m.Created)
 	} else if m.Created.After(rec.updated()) {
 		rec.Updated = m.Created
 		tx.setJSON(repoKey(m.Repo), rec)
@@ -470,6 +500,9 @@ func (c *PutManifest) apply(tx *txn) (any, error) {
 	if m.Subject != "" {
 		tx.setJSON(referrerKey(m.Repo, m.Subject, m.Digest), m.Descriptor())
 	}
+	for _, tag := range c.Tags {
+		tx.emit(hubmesh.EventPush, m.Repo, tag, m.Digest, c.Pusher, m.Created)
+	}
 	return nil, nil
 }
 
@@ -489,8 +522,10 @@ func (c *DeleteManifest) apply(tx *txn) (any, error) {
 	tx.del(mk)
 	tx.addCount(keyCountManifests, -1)
 	for _, rk := range revs {
-		tx.del(tagKey(c.Repo, string(rk[len(revScope):])))
+		tag := string(rk[len(revScope):])
+		tx.del(tagKey(c.Repo, tag))
 		tx.del(rk)
+		tx.emit(hubmesh.EventTagDelete, c.Repo, tag, c.Digest, c.Actor, c.At)
 	}
 	if m.Subject != "" {
 		tx.del(referrerKey(c.Repo, m.Subject, c.Digest))
@@ -506,6 +541,7 @@ func (c *DeleteTag) apply(tx *txn) (any, error) {
 	}
 	tx.del(tk)
 	tx.del(tagRevKey(c.Repo, digest.Digest(d), c.Tag))
+	tx.emit(hubmesh.EventTagDelete, c.Repo, c.Tag, digest.Digest(d), c.Actor, c.At)
 	return nil, nil
 }
 

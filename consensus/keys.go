@@ -24,7 +24,8 @@ import (
 //	    ├── manifests                   uint64 BE: number of manifest/ keys
 //	    ├── blobs                       uint64 BE: number of blob/ keys
 //	    └── audit                       uint64 BE: number of audit/ keys
-//	repo/<repo>                         JSON repoRecord: visibility, descriptions, created/updated
+//	repo/<repo>                         JSON repoRecord: visibility, descriptions, created/updated,
+//	                                    official flag, star and pull counts
 //	manifest/<repo>\x00<digest>         [uint32 BE n][n bytes JSON hubmesh.Manifest without payload][payload bytes]
 //	tag/<repo>\x00<tag>                 digest string the tag points at
 //	tagrev/<repo>\x00<digest>\x00<tag>  empty: the tags of a manifest (for DeleteManifest)
@@ -45,6 +46,15 @@ import (
 //	ns/<name>                           JSON nsRecord: settings of a user or org namespace
 //	key/<kid>                           JSON hubmesh.SigningKey: token signing keys
 //	audit/<id>                          JSON hubmesh.AuditEvent; ids sort by time (newest MaxAuditEvents kept)
+//	star/<repo>\x00<user>               time starred (RFC 3339): who starred a repository (social.go)
+//	starred/<user>\x00<repo>            the same time: what a user starred
+//	pull/<repo>\x00<ref>                uint64 BE unix ns: last pull by tag or digest (AddPulls)
+//	official/<ns>                       empty: every repository of namespace ns is official
+//	hook/<id>                           JSON hubmesh.Webhook, secret included (webhook.go)
+//	hookrepo/<repo>\x00<name>           id of a repository webhook
+//	hookorg/<org>\x00<name>             id of an organization webhook
+//	delivery/<hook id>\x00<event id>    JSON hubmesh.WebhookDelivery: the outbox and delivery log
+//	hookdue/<16 hex ns>\x00<delivery id> empty: a pending delivery, by next attempt time
 //
 // The Raft log and stable store live in a separate pebble database
 // (Dir/raft, see logstore.go); snapshots are files in Dir/snapshots.

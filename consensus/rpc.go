@@ -186,6 +186,10 @@ func decodeResult(t Type, raw json.RawMessage) (any, error) {
 		return decodeResultAs[hubmesh.User](t, raw)
 	case TypeUpdateRepository:
 		return decodeResultAs[hubmesh.Repository](t, raw)
+	case TypeUpdateWebhook:
+		return decodeResultAs[hubmesh.Webhook](t, raw)
+	case TypeRecordWebhookAttempt:
+		return decodeResultAs[WebhookAttemptResult](t, raw)
 	}
 	return nil, nil
 }

@@ -159,6 +159,7 @@ func (f *stateMachine) Restore(rc io.ReadCloser) error {
 		return fail(err)
 	}
 	_ = b.Close()
+	f.repos.reset(applied)
 	f.setApplied(applied)
 	f.signalMembers()
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -77,20 +78,20 @@ func (n *Node) PutManifest(ctx context.Context, m *hubmesh.Manifest, tags []stri
 	if m == nil {
 		return fmt.Errorf("put manifest: %w: nil manifest", hubmesh.ErrInvalid)
 	}
-	_, err := n.Apply(ctx, &PutManifest{Manifest: *m, Tags: tags})
+	_, err := n.Apply(ctx, &PutManifest{Manifest: *m, Tags: tags, Pusher: actorOf(ctx)})
 	return err
 }
 
 // DeleteManifest removes the manifest d from repo with its tags and its
 // referrers entry.
 func (n *Node) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
-	_, err := n.Apply(ctx, &DeleteManifest{Repo: repo, Digest: d})
+	_, err := n.Apply(ctx, &DeleteManifest{Repo: repo, Digest: d, At: time.Now().UTC(), Actor: actorOf(ctx)})
 	return err
 }
 
 // DeleteTag removes one tag of repo.
 func (n *Node) DeleteTag(ctx context.Context, repo, tag string) error {
-	_, err := n.Apply(ctx, &DeleteTag{Repo: repo, Tag: tag})
+	_, err := n.Apply(ctx, &DeleteTag{Repo: repo, Tag: tag, At: time.Now().UTC(), Actor: actorOf(ctx)})
 	return err
 }
 

@@ -44,6 +44,9 @@ type composeCluster struct {
 	file    string
 	project string
 	env     []string
+	// admin is the administrator node1 creates from the password file the
+	// test hands it (HUBMESH_ADMIN_PASSWORD_FILE).
+	admin credentials
 }
 
 // randomHex returns 2n random hex digits.
@@ -105,11 +108,14 @@ func startCompose(t *testing.T) *composeCluster {
 		t.Fatal(err)
 	}
 	image := buildHubmeshImage(t, docker)
+	admin := credentials{user: "admin", password: randomHex(16)}
 	c := &composeCluster{
 		t: t, docker: docker, compose: compose, file: file,
 		project: "hmtest" + randomHex(4),
+		admin:   admin,
 		env: []string{
 			"HUBMESH_IMAGE=" + image,
+			"HUBMESH_ADMIN_PASSWORD_FILE=" + writePasswordFile(t, admin.password),
 			"HUBMESH_NODE1_PORT=127.0.0.1:0",
 			"HUBMESH_NODE2_PORT=127.0.0.1:0",
 			"HUBMESH_NODE3_PORT=127.0.0.1:0",
@@ -158,11 +164,26 @@ func (c *composeCluster) composeRun(args ...string) string {
 // dockerRun runs a docker CLI command.
 func (c *composeCluster) dockerRun(args ...string) string {
 	c.t.Helper()
-	out, err := runCmd(c.t.Context(), []string{"DOCKER_BUILDKIT=0"}, c.docker, args...)
+	return c.dockerRunEnv(nil, args...)
+}
+
+// dockerRunEnv runs a docker CLI command with env added.
+func (c *composeCluster) dockerRunEnv(env []string, args ...string) string {
+	c.t.Helper()
+	out, err := runCmd(c.t.Context(), append([]string{"DOCKER_BUILDKIT=0"}, env...), c.docker, args...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return out
+}
+
+// dockerAuth is the environment of a docker CLI command that logs in to
+// the registry at addr as the administrator: DOCKER_CONFIG naming a
+// config of the test's own. A restarted node has a new port, so each push
+// and pull writes one.
+func (c *composeCluster) dockerAuth(addr string) []string {
+	c.t.Helper()
+	return []string{"DOCKER_CONFIG=" + nodetest.DockerConfig(c.t, []string{addr}, c.admin.user, c.admin.password)}
 }
 
 // container returns the ID of the container of service.
@@ -338,12 +359,13 @@ func (c *composeCluster) push(service, repoTag string) testImage {
 			c.t.Fatal(err)
 		}
 	}
-	ref := c.addr(service) + "/" + repoTag
+	addr := c.addr(service)
+	ref := addr + "/" + repoTag
 	c.dockerRun("build", "--quiet", "-t", ref, dir)
 	c.t.Cleanup(func() { _, _ = runCmd(context.Background(), nil, c.docker, "image", "rm", "--force", ref) })
 	img := testImage{repoTag: repoTag, id: c.dockerRun("image", "inspect", "--format", "{{.Id}}", ref)}
 	start := time.Now()
-	c.dockerRun("push", ref)
+	c.dockerRunEnv(c.dockerAuth(addr), "push", ref)
 	c.t.Logf("docker push %s to %s: %s", repoTag, service, time.Since(start).Round(time.Millisecond))
 	img.digest = repoDigest(c.t, c.dockerRun("image", "inspect", "--format", "{{json .RepoDigests}}", ref))
 	c.dockerRun("image", "rm", ref)
@@ -355,10 +377,11 @@ func (c *composeCluster) push(service, repoTag string) testImage {
 // removed again.
 func (c *composeCluster) pull(service string, img testImage) {
 	c.t.Helper()
-	ref := c.addr(service) + "/" + img.repoTag
+	addr := c.addr(service)
+	ref := addr + "/" + img.repoTag
 	c.t.Cleanup(func() { _, _ = runCmd(context.Background(), nil, c.docker, "image", "rm", "--force", ref) })
 	start := time.Now()
-	c.dockerRun("pull", ref)
+	c.dockerRunEnv(c.dockerAuth(addr), "pull", ref)
 	c.t.Logf("docker pull %s from %s: %s", img.repoTag, service, time.Since(start).Round(time.Millisecond))
 	if id := c.dockerRun("image", "inspect", "--format", "{{.Id}}", ref); id != img.id {
 		c.t.Fatalf("%s pulled from %s: image %s, want the pushed %s", img.repoTag, service, id, img.id)

@@ -44,7 +44,7 @@ func TestComposePartition(t *testing.T) {
 	// blob of it.
 	held := c.push(majority[0], "alice/held:1")
 	c.pull(victim, held)
-	manifest, mediaType := getManifest(t, c.addr(victim), "alice/held", "1")
+	manifest, mediaType := getManifest(t, c.admin, c.addr(victim), "alice/held", "1")
 
 	mesh := c.dockerRun("network", "ls", "--quiet",
 		"--filter", "label=com.docker.compose.project="+c.project,
@@ -57,12 +57,13 @@ func TestComposePartition(t *testing.T) {
 	t.Logf("cut %s off the mesh network (leader %s)", victim, leader)
 	vaddr := c.addr(victim)
 
-	// Writes through the victim are refused, fast, with Retry-After.
-	r := request(t, http.MethodPut, "http://"+vaddr+"/v2/alice/held/manifests/refused", mediaType, manifest)
+	// Writes through the victim are refused, fast, with Retry-After (it
+	// checks the administrator's credentials from its local state).
+	r := request(t, c.admin, http.MethodPut, "http://"+vaddr+"/v2/alice/held/manifests/refused", mediaType, manifest)
 	wantRefused(t, "manifest PUT on "+victim, r)
 	blob := make([]byte, 512)
 	_, _ = rand.Read(blob)
-	r = request(t, http.MethodPost, fmt.Sprintf("http://%s/v2/alice/held/blobs/uploads/?digest=%s", vaddr, digest.FromBytes(blob)), "application/octet-stream", blob)
+	r = request(t, c.admin, http.MethodPost, fmt.Sprintf("http://%s/v2/alice/held/blobs/uploads/?digest=%s", vaddr, digest.FromBytes(blob)), "application/octet-stream", blob)
 	wantRefused(t, "blob upload on "+victim, r)
 
 	// What it holds still pulls through it.
@@ -74,7 +75,7 @@ func TestComposePartition(t *testing.T) {
 
 	// What the victim has not seen is answered from its local state (the
 	// read barrier cannot reach the leader): not found, and without a hang.
-	r = request(t, http.MethodHead, "http://"+vaddr+"/v2/alice/app/manifests/during", "", nil)
+	r = request(t, c.admin, http.MethodHead, "http://"+vaddr+"/v2/alice/app/manifests/during", "", nil)
 	if r.status != http.StatusNotFound || r.took > refuseWithin {
 		t.Fatalf("HEAD of a manifest pushed during the partition, on %s: %d after %s; want 404 within %s", victim, r.status, r.took, refuseWithin)
 	}
@@ -98,7 +99,7 @@ func TestComposePartition(t *testing.T) {
 	c.pull(victim, during)
 	// The write refused during the partition did not happen later.
 	for _, s := range composeServices {
-		if r := request(t, http.MethodHead, "http://"+c.addr(s)+"/v2/alice/held/manifests/refused", "", nil); r.status != http.StatusNotFound {
+		if r := request(t, c.admin, http.MethodHead, "http://"+c.addr(s)+"/v2/alice/held/manifests/refused", "", nil); r.status != http.StatusNotFound {
 			t.Fatalf("HEAD alice/held:refused on %s after healing: %d, want 404", s, r.status)
 		}
 	}
@@ -116,8 +117,13 @@ type response struct {
 	took       time.Duration
 }
 
-// request sends one request under httpTimeout.
-func request(t *testing.T, method, url, ctype string, body []byte) response {
+// credentials are Basic credentials of a request; the zero value sends
+// none.
+type credentials struct{ user, password string }
+
+// request sends one request under httpTimeout, with Basic credentials
+// when cred has a user.
+func request(t *testing.T, cred credentials, method, url, ctype string, body []byte) response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), httpTimeout)
 	defer cancel()
@@ -127,6 +133,9 @@ func request(t *testing.T, method, url, ctype string, body []byte) response {
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	if cred.user != "" {
+		req.SetBasicAuth(cred.user, cred.password)
 	}
 	start := time.Now()
 	resp, err := httpClient.Do(req)
@@ -150,13 +159,16 @@ func wantRefused(t *testing.T, what string, r response) {
 }
 
 // getManifest reads a manifest as stored, with its media type.
-func getManifest(t *testing.T, addr, repo, ref string) ([]byte, string) {
+func getManifest(t *testing.T, cred credentials, addr, repo, ref string) ([]byte, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), httpTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/"+repo+"/manifests/"+ref, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cred.user != "" {
+		req.SetBasicAuth(cred.user, cred.password)
 	}
 	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
 	resp, err := httpClient.Do(req)

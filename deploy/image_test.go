@@ -71,7 +71,12 @@ func TestImage(t *testing.T) {
 	dockerRun(t, docker, "build", "--quiet", "-t", tag, buildDir)
 	t.Cleanup(func() { _, _ = dockerTry(context.Background(), docker, "image", "rm", "--force", tag) })
 
-	cid := dockerRun(t, docker, "run", "--detach", "--health-interval", "1s", "--publish", "127.0.0.1::5000", tag)
+	// The administrator's password comes from a file mounted into the
+	// container, as a secret would be.
+	admin := credentials{user: "admin", password: randomHex(16)}
+	pwFile := writePasswordFile(t, admin.password)
+	cid := dockerRun(t, docker, "run", "--detach", "--health-interval", "1s", "--publish", "127.0.0.1::5000",
+		"--volume", pwFile+":"+containerPasswordFile+":ro", "--env", "HUBMESH_ADMIN_PASSWORD_FILE="+containerPasswordFile, tag)
 	t.Cleanup(func() { _, _ = dockerTry(context.Background(), docker, "rm", "--force", "--volumes", cid) })
 
 	hostPort := dockerRun(t, docker, "port", cid, "5000/tcp")
@@ -94,19 +99,24 @@ func TestImage(t *testing.T) {
 		}
 	}
 
+	// Anonymous writes are refused; the administrator's go through.
+	if r := request(t, credentials{}, http.MethodPost, base+"/v2/alice/app/blobs/uploads/", "", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("anonymous upload: %d %s, want 401", r.status, r.body)
+	}
 	// A blob and a manifest through the published port, read back.
 	blob := []byte("hello from a FROM scratch hubmesh")
 	bd := digest.FromBytes(blob)
-	httpDo(t, http.MethodPost, fmt.Sprintf("%s/v2/alice/app/blobs/uploads/?digest=%s", base, bd), "application/octet-stream", blob, http.StatusCreated)
+	httpDo(t, admin, http.MethodPost, fmt.Sprintf("%s/v2/alice/app/blobs/uploads/?digest=%s", base, bd), "application/octet-stream", blob, http.StatusCreated)
 	cfg := []byte(`{}`)
 	cd := digest.FromBytes(cfg)
-	httpDo(t, http.MethodPost, fmt.Sprintf("%s/v2/alice/app/blobs/uploads/?digest=%s", base, cd), "application/octet-stream", cfg, http.StatusCreated)
+	httpDo(t, admin, http.MethodPost, fmt.Sprintf("%s/v2/alice/app/blobs/uploads/?digest=%s", base, cd), "application/octet-stream", cfg, http.StatusCreated)
 	manifest := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}`, cd, len(cfg), bd, len(blob))
-	httpDo(t, http.MethodPut, base+"/v2/alice/app/manifests/1.0", "application/vnd.oci.image.manifest.v1+json", manifest, http.StatusCreated)
-	if got := httpDo(t, http.MethodGet, base+"/v2/alice/app/manifests/1.0", "", nil, http.StatusOK); !bytes.Equal(got, manifest) {
+	httpDo(t, admin, http.MethodPut, base+"/v2/alice/app/manifests/1.0", "application/vnd.oci.image.manifest.v1+json", manifest, http.StatusCreated)
+	if got := httpDo(t, admin, http.MethodGet, base+"/v2/alice/app/manifests/1.0", "", nil, http.StatusOK); !bytes.Equal(got, manifest) {
 		t.Fatalf("manifest read back differs: %s", got)
 	}
-	if got := httpDo(t, http.MethodGet, fmt.Sprintf("%s/v2/alice/app/blobs/%s", base, bd), "", nil, http.StatusOK); !bytes.Equal(got, blob) {
+	// alice/app is public: anyone may pull it.
+	if got := httpDo(t, credentials{}, http.MethodGet, fmt.Sprintf("%s/v2/alice/app/blobs/%s", base, bd), "", nil, http.StatusOK); !bytes.Equal(got, blob) {
 		t.Fatalf("blob read back differs: %q", got)
 	}
 
@@ -119,13 +129,28 @@ func TestImage(t *testing.T) {
 
 // httpDo sends one request (see request) and fails the test unless it
 // answers want; it returns the body.
-func httpDo(t *testing.T, method, url, ctype string, body []byte, want int) []byte {
+func httpDo(t *testing.T, cred credentials, method, url, ctype string, body []byte, want int) []byte {
 	t.Helper()
-	r := request(t, method, url, ctype, body)
+	r := request(t, cred, method, url, ctype, body)
 	if r.status != want {
 		t.Fatalf("%s %s: %d %s (want %d)", method, url, r.status, r.body, want)
 	}
 	return r.body
+}
+
+// containerPasswordFile is where the containers of the tests (and of
+// docker-compose.yml) find the administrator's password.
+const containerPasswordFile = "/run/secrets/hubmesh-admin-password"
+
+// writePasswordFile writes password to a file of the test's (mode 0600)
+// and returns its path, for a bind mount.
+func writePasswordFile(t *testing.T, password string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "admin-password")
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {

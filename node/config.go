@@ -50,6 +50,14 @@ type Config struct {
 	// RepairAfter is how long a member may stay unreachable before the
 	// leader copies the blobs it held to other nodes.
 	RepairAfter time.Duration `yaml:"repair_after"`
+	// AdminPasswordFile names a file holding the password of the first site
+	// administrator, "admin", created when this node bootstraps a new
+	// cluster. Without it a random password is generated and logged once.
+	// Ignored by a node that joins or already has state.
+	AdminPasswordFile string `yaml:"admin_password_file"`
+	// AuthService is the service name of the registry token service: the
+	// audience of the tokens it issues and the service= of its challenges.
+	AuthService string `yaml:"auth_service"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, json or auto (text on a terminal, else json).
@@ -66,6 +74,7 @@ func Default() Config {
 		Role:        "voter",
 		Replicas:    2,
 		RepairAfter: 5 * time.Minute,
+		AuthService: "hubmesh",
 		LogLevel:    "info",
 		LogFormat:   "auto",
 	}
@@ -108,6 +117,9 @@ func (c Config) Validate() error {
 		if c.JoinToken == "" && c.JoinTokenFile == "" {
 			errs = append(errs, errors.New("join-token: --join needs --join-token or --join-token-file (hubmesh cluster join-token prints one)"))
 		}
+	}
+	if strings.TrimSpace(c.AuthService) == "" || strings.ContainsAny(c.AuthService, "\"\\ ") {
+		errs = append(errs, fmt.Errorf("auth-service %q: want a name without spaces or quotes", c.AuthService))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -61,6 +61,9 @@ type Node struct {
 	meta    *consensus.Node
 	blobs   *blobs
 	cluster *cluster
+	events  *eventBuffer
+	search  *searchIndex
+	pulls   *pullCounter
 
 	// needJoin is set when the node has no state and --join was given.
 	needJoin bool
@@ -171,12 +174,30 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newNodeCollector(n.meta, n.store),
 	)
+	n.events = newEventBuffer(n.meta, n.host.ID(), logger.With("component", "audit"))
+	n.search = newSearchIndex(n.meta, logger.With("component", "search"))
+	n.pulls = newPullCounter(n.meta, logger.With("component", "pulls"))
+	access, err := registryapi.NewAuth(registryapi.AuthConfig{
+		Identities: n.meta,
+		ClusterID: func() string {
+			info, _ := n.meta.Cluster()
+			return info.ID
+		},
+		Service: cfg.AuthService,
+		Events:  n.events,
+		Logger:  logger.With("component", "auth"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
 	api, err := registryapi.New(registryapi.Config{
 		Manifests:  durableManifests{Node: n.meta, blobs: n.blobs},
 		Listings:   n.meta,
 		Links:      replicatingLinks{Node: n.meta, blobs: n.blobs, bg: n.bg},
 		Blobs:      n.blobs,
 		Uploads:    uploadsAdapter{n.uploads},
+		Auth:       access,
+		Stats:      n.pulls,
 		Logger:     logger.With("component", "api"),
 		Registerer: reg,
 	})
@@ -185,13 +206,27 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 	}
 
 	n.cluster = &cluster{meta: n.meta, host: n.host, store: n.store, log: logger.With("component", "cluster"), now: time.Now}
-	clusterAPI, err := registryapi.NewClusterHandler(n.cluster, logger.With("component", "api"))
+	clusterAPI, err := registryapi.NewClusterHandler(n.cluster, logger.With("component", "api"), registryapi.WithAdminAuth(access))
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	tokens, err := registryapi.NewTokenHandler(access)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	hub, err := registryapi.NewHub(registryapi.HubConfig{
+		Auth: access, Accounts: n.meta, Listings: n.meta, Logger: logger.With("component", "api"),
+		Search: n.search, Social: n.meta, Manifests: n.meta, Blobs: n.blobs,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", api)
+	mux.Handle("/token", tokens)
+	mux.Handle("/api/v1/", hub)
+	mux.Handle("/v1/", hub)
 	mux.Handle("/api/v1/cluster/", clusterAPI)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealthz)
@@ -233,6 +268,9 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return n.uploads.Run(gctx) })
 	g.Go(func() error { return syncMembers(gctx, n.meta, n.host, n.log) })
+	g.Go(func() error { return n.events.Run(gctx) })
+	g.Go(func() error { return n.search.Run(gctx) })
+	g.Go(func() error { return n.pulls.Run(gctx) })
 	g.Go(func() error {
 		r := &repairer{
 			blobs: n.blobs, meta: n.meta, host: n.host, after: n.cfg.RepairAfter,
@@ -264,6 +302,17 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		if err := n.waitClusterInfo(gctx); err != nil {
 			return n.shutdown()
+		}
+		if n.cfg.Join == "" {
+			// This node bootstrapped the cluster: it creates the first
+			// administrator and signing key (once; a restart finds them).
+			if err := n.bootstrapAccounts(gctx, n.meta, n.cfg.AdminPasswordFile); err != nil {
+				if gctx.Err() != nil {
+					return n.shutdown()
+				}
+				n.shutdown()
+				return err
+			}
 		}
 		// A restarted node catches up before it calls itself ready, so
 		// that it does not answer from a state it knows is behind.

@@ -33,9 +33,18 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 // startNode runs a node on loopback ports in dataDir until the test ends or
 // the returned stop is called; it returns once the addr file is written.
+// testAdminPassword is the password of admin on every node these tests
+// start; do sends it with each request.
+const testAdminPassword = "node-test-admin-pw"
+
 func startNode(t *testing.T, dataDir string, opts ...func(*Config)) (base string, stop func()) {
 	t.Helper()
+	pwFile := filepath.Join(t.TempDir(), "admin-password")
+	if err := os.WriteFile(pwFile, []byte(testAdminPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := Default()
+	cfg.AdminPasswordFile = pwFile
 	cfg.DataDir = dataDir
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.P2PAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
@@ -99,6 +108,7 @@ func do(t *testing.T, method, url, ctype string, body []byte) (*http.Response, [
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
+	req.SetBasicAuth(adminUser, testAdminPassword)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)

@@ -23,6 +23,8 @@ type Config struct {
 	// Auth enforces access control; nil serves everyone everything (a
 	// registry without accounts). A node always sets it.
 	Auth *Auth
+	// Stats counts manifest pulls; nil counts nothing.
+	Stats PullStats
 }
 
 // Handler serves the OCI distribution API (spec v1.1) under /v2/.
@@ -34,6 +36,7 @@ type Handler struct {
 	uploads   Uploads
 	log       *slog.Logger
 	auth      *Auth
+	stats     PullStats
 	metrics   *metrics
 	routes    [len(templates)]map[string]handlerFunc
 	allow     [len(templates)]string // Allow header of each route
@@ -72,6 +75,7 @@ func New(cfg Config) (*Handler, error) {
 		uploads:   cfg.Uploads,
 		log:       cfg.Logger,
 		auth:      cfg.Auth,
+		stats:     cfg.Stats,
 	}
 	if cfg.Registerer != nil {
 		m, err := newMetrics(cfg.Registerer)

@@ -35,18 +35,36 @@ type HubConfig struct {
 	Listings Listings
 	// Logger is required.
 	Logger *slog.Logger
+
+	// The search and Hub parts (issue 5); each is optional, and the
+	// endpoints that need a missing one answer 503.
+	//
+	// Search answers /v1/search and /api/v1/search (*search.Index).
+	Search Searcher
+	// Social stars repositories, flags them official and reads pull
+	// times (*consensus.Node).
+	Social Social
+	// Manifests and Blobs let the tags listing describe each tag: its
+	// manifest, and the config blob that names the platform.
+	Manifests Manifests
+	Blobs     Blobs
 }
 
 // Hub serves /api/v1/ (everything but /api/v1/cluster/, which
 // ClusterHandler serves).
 type Hub struct {
-	auth     *Auth
-	accounts Accounts
-	listings Listings
-	log      *slog.Logger
-	mux      *http.ServeMux
-	paths    map[string]map[string]hubRoute // pattern -> method -> route
-	order    []string
+	auth      *Auth
+	accounts  Accounts
+	listings  Listings
+	search    Searcher
+	social    Social
+	manifests Manifests
+	blobs     Blobs
+	images    *imageCache
+	log       *slog.Logger
+	mux       *http.ServeMux
+	paths     map[string]map[string]hubRoute // pattern -> method -> route
+	order     []string
 }
 
 // access levels of a REST route.
@@ -86,7 +104,9 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	h := &Hub{
 		auth: cfg.Auth, accounts: cfg.Accounts, listings: cfg.Listings, log: cfg.Logger,
-		mux: http.NewServeMux(), paths: map[string]map[string]hubRoute{},
+		search: cfg.Search, social: cfg.Social, manifests: cfg.Manifests, blobs: cfg.Blobs,
+		images: newImageCache(),
+		mux:    http.NewServeMux(), paths: map[string]map[string]hubRoute{},
 	}
 	h.routes()
 	for _, p := range h.order {
@@ -143,6 +163,22 @@ func (h *Hub) routes() {
 	h.handle("GET", p+"/settings", levelAdmin, h.getSettings)
 	h.handle("PATCH", p+"/settings", levelAdmin, h.patchSettings)
 	h.handle("POST", p+"/keys/rotate", levelAdmin, h.rotateKeys)
+
+	h.handle("GET", p+"/search", levelAnyone, h.searchAPI)
+	h.handle("GET", p+"/repositories/{ns}/{name}/tags", levelAnyone, h.listTagInfo)
+	h.handle("PUT", p+"/repositories/{ns}/{name}/stars", levelUser, h.star)
+	h.handle("DELETE", p+"/repositories/{ns}/{name}/stars", levelUser, h.unstar)
+	h.handle("PUT", p+"/repositories/{ns}/{name}/official", levelAdmin, h.setRepoOfficial)
+	h.handle("DELETE", p+"/repositories/{ns}/{name}/official", levelAdmin, h.setRepoOfficial)
+	h.handle("PUT", p+"/namespaces/{ns}/official", levelAdmin, h.setNamespaceOfficial)
+	h.handle("DELETE", p+"/namespaces/{ns}/official", levelAdmin, h.setNamespaceOfficial)
+	h.handle("GET", p+"/users/{name}/starred", levelAnyone, h.listStarred)
+	h.handle("GET", p+"/openapi.json", levelAnyone, h.openAPI)
+
+	// The docker daemon's search protocol (registry API v1): the node
+	// mounts the Hub at /v1/ too.
+	h.handle("GET", "/v1/_ping", levelAnyone, h.ping)
+	h.handle("GET", "/v1/search", levelAnyone, h.searchV1)
 }
 
 func (h *Hub) handle(method, pattern string, lv level, fn hubFunc) {
@@ -158,7 +194,7 @@ func (h *Hub) handle(method, pattern string, lv level, fn hubFunc) {
 // ServeHTTP implements http.Handler. A trailing slash is ignored, as
 // Docker Hub's API writes its paths with one.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; len(p) > len("/api/v1/") && strings.HasSuffix(p, "/") {
+	if p := r.URL.Path; len(p) > len("/v1/") && strings.HasSuffix(p, "/") {
 		r2 := new(http.Request)
 		*r2 = *r
 		u := *r.URL

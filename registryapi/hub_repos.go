@@ -7,17 +7,31 @@ import (
 	"net/http"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hubmesh/hubmesh"
 	"github.com/hubmesh/hubmesh/auth"
 )
 
-// Bounds of the descriptions of a repository, in bytes (Docker Hub counts
-// 100 and 25000 characters).
+// Bounds of the descriptions of a repository, in characters, as Docker
+// Hub counts them; the full description is also bounded in bytes by what
+// the replicated state keeps (64 KiB).
 const (
-	maxShortDescription = 400
-	maxFullDescription  = 100000
+	maxShortDescription   = 100
+	maxFullDescription    = 25000
+	maxFullDescriptionLen = 64 << 10
 )
+
+// checkDescriptions enforces the bounds of the descriptions given.
+func checkDescriptions(short, full *string) error {
+	if short != nil && utf8.RuneCountInString(*short) > maxShortDescription {
+		return newError(codeBadRequest, "description is longer than %d characters", maxShortDescription)
+	}
+	if full != nil && (utf8.RuneCountInString(*full) > maxFullDescription || len(*full) > maxFullDescriptionLen) {
+		return newError(codeBadRequest, "full_description is longer than %d characters (or %d bytes)", maxFullDescription, maxFullDescriptionLen)
+	}
+	return nil
+}
 
 // repoView is a repository as Docker Hub shows it: name is the part after
 // the namespace.
@@ -29,6 +43,10 @@ type repoView struct {
 	FullDescription string    `json:"full_description"`
 	DateRegistered  time.Time `json:"date_registered"`
 	LastUpdated     time.Time `json:"last_updated"`
+	IsOfficial      bool      `json:"is_official"`
+	IsAutomated     bool      `json:"is_automated"`
+	StarCount       int64     `json:"star_count"`
+	PullCount       int64     `json:"pull_count"`
 }
 
 func viewRepo(r hubmesh.Repository) repoView {
@@ -40,6 +58,7 @@ func viewRepo(r hubmesh.Repository) repoView {
 	return repoView{
 		Namespace: ns, Name: name, IsPrivate: r.IsPrivate, Description: r.Description,
 		FullDescription: r.FullDescription, DateRegistered: r.Created, LastUpdated: r.Updated,
+		IsOfficial: r.IsOfficial, IsAutomated: r.IsAutomated, StarCount: r.StarCount, PullCount: r.PullCount,
 	}
 }
 
@@ -143,8 +162,8 @@ func (h *Hub) createRepo(w http.ResponseWriter, r *http.Request, id identity) er
 	if req.Name == "" || !validName(full) {
 		return newError(codeNameInvalid, "invalid repository name %q", truncate(full, 300))
 	}
-	if len(req.Description) > maxShortDescription || len(req.FullDescription) > maxFullDescription {
-		return newError(codeBadRequest, "description too long")
+	if err := checkDescriptions(&req.Description, &req.FullDescription); err != nil {
+		return err
 	}
 	ctx := r.Context()
 	f, err := h.accounts.AccessFacts(ctx, id.user, full)
@@ -215,9 +234,8 @@ func (h *Hub) patchRepo(w http.ResponseWriter, r *http.Request, id identity) err
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
-	if req.Description != nil && len(*req.Description) > maxShortDescription ||
-		req.FullDescription != nil && len(*req.FullDescription) > maxFullDescription {
-		return newError(codeBadRequest, "description too long")
+	if err := checkDescriptions(req.Description, req.FullDescription); err != nil {
+		return err
 	}
 	repo, err := h.repoAdmin(r, id)
 	if err != nil {

@@ -37,6 +37,9 @@ func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, rt route) 
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, err = w.Write(m.Payload)
+		if h.stats != nil {
+			h.stats.Pulled(rt.Name, ref.String(), time.Now())
+		}
 	}
 	return err
 }

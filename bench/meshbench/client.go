@@ -2,8 +2,9 @@ package main
 
 import "github.com/hubmesh/hubmesh/bench/internal/regclient"
 
-// newClient is an OCI client of the node at base, dialling from inside
-// network namespace ns when ns is set, with up to conns idle connections.
-func newClient(base, ns string, conns int) *regclient.Client {
-	return regclient.NewClient(base, newTransport(ns, conns), conns)
+// newClient is an OCI client of node n, dialling from inside network
+// namespace ns when ns is set, with up to conns idle connections. It
+// authenticates as the cluster's administrator.
+func newClient(n *node, ns string, conns int) *regclient.Client {
+	return regclient.NewClient(n.base, regclient.BasicAuth(newTransport(ns, conns), n.user, n.password), conns)
 }

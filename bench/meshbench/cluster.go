@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -31,10 +33,19 @@ func startCluster(ctx context.Context, cfg config, dir string, specs []nodeSpec)
 			err = errors.Join(err, c.stop())
 		}
 	}()
-	first, err := startNode(ctx, cfg.hubmesh, filepath.Join(dir, "n1"), "n1", specs[0])
+	// The administrator's password, given to node 1, which bootstraps the
+	// cluster (nodes that join have no use for it).
+	password, pwFile, err := writeAdminPassword(dir)
 	if err != nil {
 		return c, err
 	}
+	spec := specs[0]
+	spec.args = append(append([]string(nil), spec.args...), "--admin-password-file", pwFile)
+	first, err := startNode(ctx, cfg.hubmesh, filepath.Join(dir, "n1"), "n1", spec)
+	if err != nil {
+		return c, err
+	}
+	first.user, first.password = adminUser, password
 	c.nodes = append(c.nodes, first)
 	if err := first.waitReady(ctx, cfg.startTimeout); err != nil {
 		return c, err
@@ -51,6 +62,7 @@ func startCluster(ctx context.Context, cfg config, dir string, specs []nodeSpec)
 			if err != nil {
 				return c, err
 			}
+			n.user, n.password = adminUser, password
 			c.nodes = append(c.nodes, n)
 		}
 		g, gctx := errgroup.WithContext(ctx)
@@ -70,7 +82,7 @@ func joinToken(ctx context.Context, bin string, n *node) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := nsCommand(ctx, n.ns, bin, "cluster", "join-token", "--server", n.base)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), "HUBMESH_USERNAME="+n.user, "HUBMESH_PASSWORD="+n.password)
 	out, err := cmd.Output()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -84,6 +96,28 @@ func joinToken(ctx context.Context, bin string, n *node) (string, error) {
 		return "", fmt.Errorf("hubmesh cluster join-token --server %s: %w", n.base, err)
 	}
 	return tok, nil
+}
+
+// adminUser is the administrator a hubmesh cluster creates when it
+// bootstraps.
+const adminUser = "admin"
+
+// writeAdminPassword writes a random password to dir/admin-password (mode
+// 0600) and returns it and the file's path.
+func writeAdminPassword(dir string) (password, path string, err error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	password = hex.EncodeToString(b)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	path = filepath.Join(dir, "admin-password")
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write admin password: %w", err)
+	}
+	return password, path, nil
 }
 
 // cleanEnv is the harness's environment without HUBMESH_* variables, so

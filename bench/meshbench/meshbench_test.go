@@ -250,7 +250,7 @@ func TestDialInNamespace(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Fatalf("%s reachable from the harness's own namespace; the test proves nothing", ln.Addr())
 	}
-	c := newClient("http://"+ln.Addr().String(), l.nodes[0], 1)
+	c := newClient(&node{base: "http://" + ln.Addr().String()}, l.nodes[0], 1)
 	defer c.Close()
 	resp, err := c.Get(ctx, c.Base(), nil)
 	if err != nil {

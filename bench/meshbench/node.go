@@ -25,6 +25,9 @@ type node struct {
 	base          string       // http://host:port, from the addr file
 	id            string       // libp2p peer ID == Raft server ID
 	hc            *http.Client // probes and status, dialling inside ns
+	// user and password are the cluster administrator's credentials, which
+	// the benchmark's clients and CLI runs use.
+	user, password string
 }
 
 // nodeSpec says where a node listens and with which extra flags it runs.

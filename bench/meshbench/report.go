@@ -165,6 +165,8 @@ go run ./bench/meshbench -h                       # every flag
   prints a token, and the other nodes run ` + "`hubmesh serve --join URL --join-token T`" + `. The harness
   reads each node's address from its ` + "`--addr-file`" + `, waits for ` + "`/readyz`" + `, then until every node
   lists all members as alive voters and names the same leader. Nodes log warnings and errors only.
+  Authentication is on: node 1 creates the administrator from ` + "`--admin-password-file`" + `, and the
+  CLI and every client request carry its Basic credentials.
 - Blobs are random (incompressible) and new in every round: the first 16 bytes of the layer file
   are rewritten, so no node has seen the blob before. Every GET is read through SHA-256 and
   checked against the digest and size. Before each timed pull the harness calls sync(2), untimed.

@@ -74,7 +74,7 @@ func benchPull(ctx context.Context, cfg config, dir string, nonce uint64, logf f
 	if err != nil {
 		return nil, err
 	}
-	ca, cb := newClient(a.base, "", 4), newClient(b.base, "", 4)
+	ca, cb := newClient(a, "", 4), newClient(b, "", 4)
 	defer ca.Close()
 	defer cb.Close()
 	const repo = "bench/pull"
@@ -231,7 +231,7 @@ func benchRaft(ctx context.Context, cfg config, dir string, logf func(string, ..
 		n     *node
 		out   *regclient.PutRun
 	}{{"leader", leader, &res.leader}, {"follower", c.follower(leader), &res.follower}} {
-		cl := newClient(t.n.base, "", cfg.clients+4)
+		cl := newClient(t.n, "", cfg.clients+4)
 		repo := "bench/raft-" + t.label
 		manifests, err := cl.SmallManifests(ctx, repo, t.label, res.warmup+cfg.manifests)
 		if err != nil {
@@ -305,7 +305,7 @@ func benchFanout(ctx context.Context, cfg config, dir string, nonce uint64, logf
 		if l.client != "" {
 			ns = l.client
 		}
-		clients[i] = newClient(n.base, ns, 4)
+		clients[i] = newClient(n, ns, 4)
 		defer clients[i].Close()
 	}
 	res = &fanoutResult{size: int64(cfg.fanoutSize), rate: cfg.fanoutRate, client: cfg.fanoutClient}

@@ -216,7 +216,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			return err
 		}
 		t.res.version = t.srv.version
-		t.cl = regclient.NewClient(t.srv.base, regclient.NewTransport(64), cfg.conc)
+		t.cl = regclient.NewClient(t.srv.base, t.srv.transport(regclient.NewTransport(64)), cfg.conc)
 		defer t.cl.Close()
 		logf("%s (%s) ready at %s, idle RSS %.1f MiB", t.name, t.res.version, t.srv.base, stats.MiB(t.res.idleRSS))
 	}

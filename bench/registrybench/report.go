@@ -97,6 +97,9 @@ Run it on a quiet machine: the two registries and the client share the CPUs.
   pebble, blob store) and distribution with its stock example configuration
   (filesystem driver, in-memory blob descriptor cache, delete enabled), both
   logging errors only. Distribution does not fsync blobs; hubmesh does.
+  Authentication is on in hubmesh, as in every node: the client sends the
+  administrator's Basic credentials on every request (the node caches a
+  verified password for a minute); distribution runs without authentication.
 - One client, plain net/http speaking the OCI API, identical for both. Push:
   for each layer a POST upload then one PUT streaming the file from disk,
   %d layers in flight like docker, then the config, then the manifest. Pull: GET

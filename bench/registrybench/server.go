@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hubmesh/hubmesh/bench/internal/proc"
+	"github.com/hubmesh/hubmesh/bench/internal/regclient"
 )
 
 // server is one registry process under test, started by the harness.
@@ -19,22 +22,50 @@ type server struct {
 	version       string       // first line of the binary's version output
 	base          string       // http://127.0.0.1:PORT
 	hc            *http.Client // for readiness probes only
+	// user and password authenticate the benchmark's client; empty for a
+	// registry without authentication.
+	user, password string
 }
 
+// transport is the client transport of the server: rt, with the server's
+// credentials on every request when it has any.
+func (s *server) transport(rt http.RoundTripper) http.RoundTripper {
+	if s.user == "" {
+		return rt
+	}
+	return regclient.BasicAuth(rt, s.user, s.password)
+}
+
+// hubmeshAdmin is the administrator hubmesh creates when it bootstraps.
+const hubmeshAdmin = "admin"
+
 // startHubmesh runs `hubmesh serve` with its data in dir and waits until it
-// answers /readyz and /v2/. The HTTP address comes from the addr file.
+// answers /readyz and /v2/. The HTTP address comes from the addr file. The
+// node's administrator gets a random password (--admin-password-file),
+// which the benchmark's client pushes and pulls with: authentication is on
+// in every hubmesh node, so the figures include it.
 func startHubmesh(ctx context.Context, ready time.Duration, name, bin, dir string) (*server, error) {
 	data := filepath.Join(dir, "data")
 	addrFile := filepath.Join(dir, "addr.json")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	password, pwFile, err := writeAdminPassword(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	s, err := spawn(ctx, name, bin, dir,
 		"serve", "--data-dir", data,
 		"--http-addr", "127.0.0.1:0",
 		"--p2p-addr", "/ip4/127.0.0.1/tcp/0",
 		"--addr-file", addrFile,
+		"--admin-password-file", pwFile,
 		"--log-level", "error")
 	if err != nil {
 		return nil, err
 	}
+	s.user, s.password = hubmeshAdmin, password
+	s.hc.Transport = s.transport(s.hc.Transport)
 	s.version = proc.VersionOf(ctx, bin, "version")
 	ctx, cancel := context.WithTimeout(ctx, ready)
 	defer cancel()
@@ -59,6 +90,21 @@ func startHubmesh(ctx context.Context, ready time.Duration, name, bin, dir strin
 		return nil, s.Fail(fmt.Errorf("not ready: %w", err))
 	}
 	return s, nil
+}
+
+// writeAdminPassword writes a random password to dir/admin-password (mode
+// 0600) and returns it and the file's path.
+func writeAdminPassword(dir string) (password, path string, err error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	password = hex.EncodeToString(b)
+	path = filepath.Join(dir, "admin-password")
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write admin password: %w", err)
+	}
+	return password, path, nil
 }
 
 // startDistribution runs CNCF distribution with filesystem storage in dir,

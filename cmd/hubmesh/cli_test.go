@@ -98,7 +98,8 @@ func TestCLIVersion(t *testing.T) {
 
 func TestCLIHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"healthcheck", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"healthcheck", "--help"},
+		{"user", "--help"}, {"team", "grant", "--help"}, {"token", "create", "--help"}, {"repo", "set", "--help"}} {
 		stdout, stderr, code := cliRun(t, nil, args...)
 		if code != 0 || !strings.Contains(stdout, "Usage:") {
 			t.Errorf("hubmesh %s: exit %d, stdout %q, stderr %q; want exit 0 and usage", strings.Join(args, " "), code, stdout, stderr)
@@ -119,6 +120,16 @@ func TestCLIBadInput(t *testing.T) {
 		{"bad log level", []string{"serve", "--data-dir", "unused", "--log-level", "loud"}, []string{"loud"}},
 		{"bad p2p addr", []string{"serve", "--data-dir", "unused", "--p2p-addr", "/ip4/999.1.1.1/tcp/0"}, []string{"999.1.1.1"}},
 		{"healthcheck bad addr", []string{"healthcheck", "--addr", "nonsense"}, []string{"nonsense"}},
+		{"unknown subcommand", []string{"user", "frobnicate"}, []string{"frobnicate"}},
+		{"user create without password", []string{"user", "create", "alice"}, []string{"--password-stdin"}},
+		{"bad team", []string{"team", "create", "acme"}, []string{"ORG/TEAM"}},
+		{"bad permission", []string{"team", "grant", "acme/dev", "acme/api", "owner"}, []string{"owner", "read, write or admin"}},
+		{"bad scope", []string{"token", "create", "--scope", "root"}, []string{"root"}},
+		{"bad expiry", []string{"token", "create", "--expires", "soon"}, []string{"soon"}},
+		{"repo set nothing", []string{"repo", "set", "alice/app"}, []string{"--private"}},
+		{"repo set both", []string{"repo", "set", "alice/app", "--private", "--public"}, []string{"--private", "--public"}},
+		{"bad format", []string{"user", "ls", "--format", "yaml"}, []string{"yaml"}},
+		{"missing argument", []string{"repo", "rm"}, []string{"repo rm", "one repository name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -19,6 +19,51 @@ import (
 type apiClient struct {
 	base string
 	http *http.Client
+	cred credentials
+}
+
+// Credential variables of the CLI.
+const (
+	envUsername = "HUBMESH_USERNAME"
+	envPassword = "HUBMESH_PASSWORD"
+	envToken    = "HUBMESH_TOKEN"
+)
+
+// credentials are what the CLI authenticates with, from the environment:
+// HUBMESH_TOKEN (a personal access token, or a session token from `hubmesh
+// login`) wins over HUBMESH_PASSWORD. A token goes as the password of Basic
+// auth with HUBMESH_USERNAME, or as a Bearer token when there is no user
+// name or it is a JWT (a session or registry token).
+type credentials struct {
+	username, password, token string
+}
+
+func credentialsFromEnv() credentials {
+	return credentials{
+		username: os.Getenv(envUsername),
+		password: os.Getenv(envPassword),
+		token:    os.Getenv(envToken),
+	}
+}
+
+// set adds the Authorization header, if there are credentials.
+func (c credentials) set(req *http.Request) {
+	switch {
+	case c.token != "" && (c.username == "" || isJWT(c.token)):
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	case c.token != "":
+		req.SetBasicAuth(c.username, c.token)
+	case c.username != "":
+		req.SetBasicAuth(c.username, c.password)
+	}
+}
+
+func (c credentials) empty() bool { return c.username == "" && c.token == "" }
+
+// isJWT tells a JSON Web Token (header.payload.signature, the header a
+// base64url JSON object) from a personal access token.
+func isJWT(tok string) bool {
+	return strings.HasPrefix(tok, "eyJ") && strings.Count(tok, ".") == 2
 }
 
 // addServerFlag adds --server (env HUBMESH_SERVER) to cmd.
@@ -34,7 +79,11 @@ func newAPIClient(server string) (*apiClient, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, usageError{fmt.Errorf("--server %q: want a URL such as http://node1:5000", server)}
 	}
-	return &apiClient{base: strings.TrimRight(u.String(), "/"), http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &apiClient{
+		base: strings.TrimRight(u.String(), "/"),
+		http: &http.Client{Timeout: 30 * time.Second},
+		cred: credentialsFromEnv(),
+	}, nil
 }
 
 // do sends a JSON request and decodes a JSON answer into out (when not
@@ -55,9 +104,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if u := os.Getenv("HUBMESH_USERNAME"); u != "" {
-		req.SetBasicAuth(u, os.Getenv("HUBMESH_PASSWORD"))
-	}
+	c.cred.set(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.base, unwrapURLError(err))
@@ -74,10 +121,25 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 				Message string `json:"message"`
 			} `json:"errors"`
 		}
-		if json.Unmarshal(b, &e) == nil && len(e.Errors) > 0 {
-			return fmt.Errorf("%s (%s)", e.Errors[0].Message, e.Errors[0].Code)
+		hint := ""
+		if resp.StatusCode == http.StatusUnauthorized && c.cred.empty() {
+			hint = "; set " + envUsername + " and " + envPassword + ", or " + envToken
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		if json.Unmarshal(b, &e) == nil && len(e.Errors) > 0 {
+			msg := e.Errors[0].Message
+			if msg == "" {
+				msg = strings.ToLower(http.StatusText(resp.StatusCode))
+			}
+			return fmt.Errorf("%s (%s)%s", oneLineText(msg), e.Errors[0].Code, hint)
+		}
+		var oauth struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(b, &oauth) == nil && oauth.Error != "" {
+			return fmt.Errorf("%s %s: %s (%s)%s", method, path, oneLineText(oauth.Description), oauth.Error, hint)
+		}
+		return fmt.Errorf("%s %s: %s%s", method, path, resp.Status, hint)
 	}
 	if out != nil && len(b) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -86,6 +148,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 	}
 	return nil
 }
+
+// oneLineText folds a server message into one line.
+func oneLineText(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func unwrapURLError(err error) error {
 	if ue, ok := err.(*url.Error); ok {

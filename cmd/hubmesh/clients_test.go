@@ -23,15 +23,42 @@ const clientTimeout = 2 * time.Minute
 
 // TestClients drives crane, regctl, skopeo and oras against one node: each
 // pushes, pulls back and compares digests and bytes, copies between
-// repositories, lists tags and deletes.
+// repositories, lists tags and deletes. Every tool authenticates as the
+// administrator from a Docker config.json (DOCKER_CONFIG; skopeo through
+// REGISTRY_AUTH_FILE), and runs the registry's token flow with it: an
+// anonymous push is refused, so each tool's push shows that it used the
+// credentials.
 func TestClients(t *testing.T) {
 	p := nodetest.Start(t, nodetest.Options{})
-	reg := newRegistry(p.URL())
+	reg := adminRegistry(p)
+	user, password := p.Admin()
+	auth := nodetest.DockerConfig(t, []string{p.Addr()}, user, password)
 
-	t.Run("crane", func(t *testing.T) { testCrane(t, p, reg) })
-	t.Run("regctl", func(t *testing.T) { testRegctl(t, p, reg) })
-	t.Run("skopeo", func(t *testing.T) { testSkopeo(t, p, reg) })
-	t.Run("oras", func(t *testing.T) { testOras(t, p, reg) })
+	t.Run("anonymous push refused", func(t *testing.T) {
+		r, err := newRegistry(p.URL()).do(t.Context(), http.MethodPost, "/v2/e2e/anonymous/blobs/uploads/", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != http.StatusUnauthorized || !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer ") {
+			t.Fatalf("anonymous upload: %s, WWW-Authenticate %q; want 401 with a Bearer challenge", r, r.Header.Get("WWW-Authenticate"))
+		}
+		crane := nodetest.Tool(t, "crane")
+		dir := t.TempDir() // an empty Docker config directory: no credentials
+		layer := filepath.Join(dir, "layer.tar")
+		if err := os.WriteFile(layer, tarOf(t, map[string][]byte{fileName: randomBytes(t, 1024)}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, err := runCommand(t, clientTimeout, []string{"DOCKER_CONFIG=" + dir}, crane,
+			"append", "--insecure", "--oci-empty-base", "-f", layer, "-t", p.Addr()+"/e2e/anonymous:v1")
+		// crane's first request is a HEAD of the manifest: a 401 without a body
+		if err == nil || !(strings.Contains(string(errOut), "UNAUTHORIZED") || strings.Contains(string(errOut), "401 Unauthorized")) {
+			t.Fatalf("crane push without credentials: %v, stdout %q, stderr %q; want it refused with 401 UNAUTHORIZED", err, out, errOut)
+		}
+	})
+	t.Run("crane", func(t *testing.T) { testCrane(t, p, reg, auth) })
+	t.Run("regctl", func(t *testing.T) { testRegctl(t, p, reg, auth) })
+	t.Run("skopeo", func(t *testing.T) { testSkopeo(t, p, reg, auth) })
+	t.Run("oras", func(t *testing.T) { testOras(t, p, reg, auth) })
 }
 
 // manifestOf GETs repo:ref and fails the test unless it answers 200.
@@ -101,7 +128,7 @@ func lines(b []byte) []string {
 	return out
 }
 
-func testCrane(t *testing.T, p *nodetest.Process, reg *registry) {
+func testCrane(t *testing.T, p *nodetest.Process, reg *registry, auth string) {
 	crane := nodetest.Tool(t, "crane")
 	dir := t.TempDir()
 	file := randomBytes(t, 96<<10)
@@ -112,7 +139,7 @@ func testCrane(t *testing.T, p *nodetest.Process, reg *registry) {
 	ref := p.Addr() + "/e2e/crane:v1"
 	run := func(args ...string) []byte {
 		t.Helper()
-		return command(t, clientTimeout, nil, crane, append(args, "--insecure")...)
+		return command(t, clientTimeout, []string{"DOCKER_CONFIG=" + auth}, crane, append(args, "--insecure")...)
 	}
 
 	// Push: an image of one layer on an empty OCI base.
@@ -160,10 +187,10 @@ func testCrane(t *testing.T, p *nodetest.Process, reg *registry) {
 	t.Logf("crane: pushed, pulled, copied, tagged, listed and deleted %s", dig)
 }
 
-func testRegctl(t *testing.T, p *nodetest.Process, reg *registry) {
+func testRegctl(t *testing.T, p *nodetest.Process, reg *registry, auth string) {
 	regctl := nodetest.Tool(t, "regctl")
 	home := t.TempDir() // regctl keeps its config in $HOME
-	env := []string{"HOME=" + home}
+	env := []string{"HOME=" + home, "DOCKER_CONFIG=" + auth}
 	run := func(args ...string) []byte {
 		t.Helper()
 		return command(t, clientTimeout, env, regctl, args...)
@@ -236,10 +263,10 @@ func testRegctl(t *testing.T, p *nodetest.Process, reg *registry) {
 	t.Logf("regctl: pushed, pulled, copied, listed and deleted %s", dig)
 }
 
-func testSkopeo(t *testing.T, p *nodetest.Process, reg *registry) {
+func testSkopeo(t *testing.T, p *nodetest.Process, reg *registry, auth string) {
 	skopeo := nodetest.Tool(t, "skopeo")
 	dir := t.TempDir()
-	env := []string{"TMPDIR=" + dir}
+	env := []string{"TMPDIR=" + dir, "REGISTRY_AUTH_FILE=" + filepath.Join(auth, "config.json")}
 	run := func(args ...string) []byte {
 		t.Helper()
 		return command(t, clientTimeout, env, skopeo, append([]string{"--insecure-policy"}, args...)...)
@@ -286,10 +313,10 @@ func testSkopeo(t *testing.T, p *nodetest.Process, reg *registry) {
 	t.Logf("skopeo: pushed, pulled, copied, listed and deleted %s", im.Digest())
 }
 
-func testOras(t *testing.T, p *nodetest.Process, reg *registry) {
+func testOras(t *testing.T, p *nodetest.Process, reg *registry, auth string) {
 	oras := nodetest.Tool(t, "oras")
 	dir := t.TempDir()
-	env := append(os.Environ(), "HOME="+dir) // oras keeps its config in $HOME
+	env := append(os.Environ(), "HOME="+dir, "DOCKER_CONFIG="+auth) // oras keeps its config in $HOME
 	run := func(args ...string) []byte {
 		t.Helper()
 		out, errOut, err := runCommandIn(t, clientTimeout, dir, env, oras, args...)

@@ -54,7 +54,7 @@ func startPushStream(t *testing.T, name string, via []*nodetest.Process, perWork
 		for i := range images {
 			images[i] = randomImage(t, 16<<10+w*4096+i*512)
 		}
-		reg := newRegistry(p.URL())
+		reg := adminRegistry(p)
 		s.wg.Go(func() {
 			for i := 0; i < perWorker && ctx.Err() == nil; i++ {
 				push := &clusterPush{via: p, repo: fmt.Sprintf("%s/w%d", name, w), tag: fmt.Sprintf("t%d", i), im: images[i]}
@@ -118,7 +118,7 @@ func requireAckedEverywhere(t *testing.T, pushes []*clusterPush, procs []*nodete
 	ctx := t.Context()
 	acked := 0
 	for _, p := range procs {
-		reg := newRegistry(p.URL())
+		reg := adminRegistry(p)
 		for _, push := range pushes {
 			if push.acked {
 				acked++
@@ -160,7 +160,8 @@ func probeWrite(t *testing.T, via []*nodetest.Process, repo string, limit time.D
 	var failures []string
 	for i := 0; ctx.Err() == nil && i < len(images); i++ {
 		p := via[i%len(via)]
-		reg := &registry{base: p.URL(), client: &http.Client{}}
+		reg := adminRegistry(p)
+		reg.client = &http.Client{} // each attempt is bounded by ctx
 		err := reg.push(ctx, repo, fmt.Sprintf("probe%d", i), images[i])
 		if err == nil {
 			return time.Now(), failures
@@ -225,7 +226,7 @@ func TestClusterKillLeader(t *testing.T) {
 		requireAckedEverywhere(t, pushes, []*nodetest.Process{leader})
 		// And it takes part in writes again.
 		im := randomImage(t, 32<<10)
-		if err := newRegistry(leader.URL()).push(t.Context(), "kill-leader/after", "1", im); err != nil {
+		if err := adminRegistry(leader).push(t.Context(), "kill-leader/after", "1", im); err != nil {
 			t.Fatalf("push through the restarted node: %v", err)
 		}
 		requirePulledEverywhere(t, procs, "kill-leader/after", "1", im)
@@ -239,7 +240,7 @@ func TestClusterKillReplicaHolder(t *testing.T) {
 	procs := nodetest.StartCluster(t, 3, nodetest.Options{})
 	leader := nodetest.Leader(t, procs, time.Minute)
 	holder := followers(procs, leader)[0]
-	reg := newRegistry(holder.URL())
+	reg := adminRegistry(holder)
 	type pushed struct {
 		repo string
 		im   image
@@ -265,7 +266,7 @@ func TestClusterKillReplicaHolder(t *testing.T) {
 	survivors := followers(procs, holder)
 	for _, p := range survivors {
 		for _, im := range images {
-			if err := newRegistry(p.URL()).checkPulled(t.Context(), im.repo, "v1", im.im); err != nil {
+			if err := adminRegistry(p).checkPulled(t.Context(), im.repo, "v1", im.im); err != nil {
 				t.Errorf("after the replica holder was killed, pull through %s: %v", p.URL(), err)
 			}
 		}
@@ -278,7 +279,7 @@ func TestClusterKillReplicaHolder(t *testing.T) {
 func TestClusterNoQuorum(t *testing.T) {
 	procs := nodetest.StartCluster(t, 3, nodetest.Options{})
 	survivor := procs[2]
-	sreg := newRegistry(survivor.URL())
+	sreg := adminRegistry(survivor)
 	ctx := t.Context()
 
 	own := randomImage(t, 128<<10) // pushed through the survivor: its blobs are there
@@ -286,7 +287,7 @@ func TestClusterNoQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetched := randomImage(t, 128<<10) // pushed elsewhere, pulled (and kept) by the survivor
-	if err := newRegistry(procs[0].URL()).push(ctx, "quorum/fetched", "1", fetched); err != nil {
+	if err := adminRegistry(procs[0]).push(ctx, "quorum/fetched", "1", fetched); err != nil {
 		t.Fatal(err)
 	}
 	if err := sreg.checkPulled(ctx, "quorum/fetched", "1", fetched); err != nil {
@@ -319,7 +320,8 @@ func TestClusterNoQuorum(t *testing.T) {
 	// Each write must answer, with 503 and Retry-After, well within the
 	// client's patience: a hang shows as the client's timeout.
 	const patience = 15 * time.Second
-	client := &registry{base: survivor.URL(), client: &http.Client{Timeout: patience}}
+	client := adminRegistry(survivor)
+	client.client = &http.Client{Timeout: patience}
 	require503 := func(t *testing.T, what string, do func() (response, error)) {
 		t.Helper()
 		start := time.Now()
@@ -384,7 +386,7 @@ func TestClusterPauseLeader(t *testing.T) {
 	ctx := t.Context()
 	old := nodetest.Leader(t, procs, time.Minute)
 	others := followers(procs, old)
-	oldReg := newRegistry(old.URL())
+	oldReg := adminRegistry(old)
 
 	// The blobs of a push are on the old leader before it freezes; its
 	// manifest PUT will be sent while it is frozen.
@@ -406,14 +408,15 @@ func TestClusterPauseLeader(t *testing.T) {
 	}
 	staleDone := make(chan result, 1)
 	go func() {
-		c := &registry{base: old.URL(), client: &http.Client{Timeout: 2 * time.Minute}}
+		c := adminRegistry(old)
+		c.client = &http.Client{Timeout: 2 * time.Minute}
 		r, err := c.do(ctx, http.MethodPut, "/v2/pause/stale/manifests/1", http.Header{"Content-Type": {ocispec.MediaTypeImageManifest}}, bytes.NewReader(stale.Manifest))
 		staleDone <- result{r, err}
 	}()
 
 	requireWritesResume(t, others, "pause/probe", paused, "the leader froze")
 	during := randomImage(t, 96<<10)
-	if err := newRegistry(others[1].URL()).push(ctx, "pause/during", "1", during); err != nil {
+	if err := adminRegistry(others[1]).push(ctx, "pause/during", "1", during); err != nil {
 		t.Fatalf("push while the old leader is frozen: %v", err)
 	}
 

@@ -17,7 +17,7 @@ import (
 func clusterRegistries(procs []*nodetest.Process) []*registry {
 	regs := make([]*registry, len(procs))
 	for i, p := range procs {
-		regs[i] = newRegistry(p.URL())
+		regs[i] = adminRegistry(p)
 	}
 	return regs
 }
@@ -38,7 +38,7 @@ func followers(procs []*nodetest.Process, leader *nodetest.Process) []*nodetest.
 func requirePulledEverywhere(t *testing.T, procs []*nodetest.Process, repo, tag string, im image) {
 	t.Helper()
 	for _, p := range procs {
-		if err := newRegistry(p.URL()).checkPulled(t.Context(), repo, tag, im); err != nil {
+		if err := adminRegistry(p).checkPulled(t.Context(), repo, tag, im); err != nil {
 			t.Errorf("pull through %s: %v", p.URL(), err)
 		}
 	}
@@ -68,10 +68,10 @@ func TestClusterProcesses(t *testing.T) {
 	leader := nodetest.Leader(t, procs, time.Minute)
 	follower := followers(procs, leader)[0]
 	second := randomImage(t, 300<<10)
-	if err := newRegistry(follower.URL()).push(ctx, "mesh/second", "2.0", second); err != nil {
+	if err := adminRegistry(follower).push(ctx, "mesh/second", "2.0", second); err != nil {
 		t.Fatalf("push through follower %s: %v", follower.URL(), err)
 	}
-	if err := newRegistry(leader.URL()).checkPulled(ctx, "mesh/second", "2.0", second); err != nil {
+	if err := adminRegistry(leader).checkPulled(ctx, "mesh/second", "2.0", second); err != nil {
 		t.Fatalf("push through a follower, pull through the leader: %v", err)
 	}
 	requirePulledEverywhere(t, procs, "mesh/second", "2.0", second)
@@ -146,7 +146,7 @@ func TestClusterProcesses(t *testing.T) {
 		if n := st.Count("voter", "alive"); n != 3 {
 			t.Errorf("after the mirror joined: %d alive voters, want 3: %+v", n, st.Members)
 		}
-		mreg := newRegistry(mirror.URL())
+		mreg := adminRegistry(mirror)
 		for _, c := range []struct {
 			repo, tag string
 			im        image
@@ -212,6 +212,12 @@ func TestClusterJoinRefused(t *testing.T) {
 			requireClearFailure(t, stderr, code, tc.want, "join")
 			t.Logf("refused as expected: %s", lastLine(stderr))
 		})
+	}
+
+	// Join tokens are for administrators only.
+	res = nodetest.CLI(t, 0, []string{"HUBMESH_USERNAME="}, "cluster", "join-token", "--server", member.URL())
+	if res.Code == 0 || !strings.Contains(res.Stderr, "UNAUTHORIZED") {
+		t.Errorf("hubmesh cluster join-token without credentials: %s; want it refused (UNAUTHORIZED)", res)
 	}
 
 	st := nodetest.CLIStatus(t, member)
@@ -283,7 +289,7 @@ func TestClusterRemoveAndLeave(t *testing.T) {
 
 	// The one-node cluster left behind still takes pushes.
 	im := randomImage(t, 64<<10)
-	reg := newRegistry(leader.URL())
+	reg := adminRegistry(leader)
 	if err := reg.push(t.Context(), "mesh/alone", "1", im); err != nil {
 		t.Fatalf("push to the remaining node: %v", err)
 	}

@@ -22,13 +22,18 @@ const conformanceTimeout = 5 * time.Minute
 // OCI_TLS, OCI_REPO1/2, OCI_API_*, OCI_DATA_*, OCI_RESULTS_DIR — the older
 // OCI_ROOT_URL/OCI_NAMESPACE/OCI_TEST_* names are deprecated aliases).
 //
+// The suite authenticates as the administrator (OCI_USERNAME and
+// OCI_PASSWORD): with authentication on, it must pass as before.
+//
 // Only OCI_DATA_SPARSE stays off: it pushes manifests whose layers were
 // never uploaded and expects them accepted, which the issue forbids
 // (MANIFEST_BLOB_UNKNOWN). Non-distributable layers that are absent are
 // covered by OCI_DATA_NONDISTRIBUTABLE.
-func conformanceEnv(addr, resultsDir string) []string {
+func conformanceEnv(addr, user, password, resultsDir string) []string {
 	return []string{
 		"OCI_REGISTRY=" + addr,
+		"OCI_USERNAME=" + user,
+		"OCI_PASSWORD=" + password,
 		"OCI_TLS=disabled",
 		"OCI_VERSION=1.1",
 		"OCI_REPO1=conformance/repo1",
@@ -86,14 +91,16 @@ type junitReport struct {
 }
 
 // TestConformance runs the OCI distribution-spec conformance suite against
-// a fresh node with every option on and fails listing each failed check.
+// a fresh node, with authentication on and every option on, and fails
+// listing each failed check.
 func TestConformance(t *testing.T) {
 	bin := nodetest.Tool(t, "conformance")
 	p := nodetest.Start(t, nodetest.Options{})
 
 	results := t.ArtifactDir() // kept with go test -artifacts
 	work := t.TempDir()        // no oci-conformance.yaml is read from here
-	env := append(withoutOCIEnv(), conformanceEnv(p.Addr(), results)...)
+	user, password := p.Admin()
+	env := append(withoutOCIEnv(), conformanceEnv(p.Addr(), user, password, results)...)
 	stdout, stderr, runErr := runCommandIn(t, conformanceTimeout, work, env, bin)
 	if err := os.WriteFile(filepath.Join(results, "stdout.txt"), stdout, 0o644); err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ func TestCrashKill9(t *testing.T) {
 		ackedGoal = 12 // acknowledged pushes before the kill
 	)
 	p := nodetest.Start(t, nodetest.Options{})
-	reg := newRegistry(p.URL())
+	reg := adminRegistry(p)
 	ctx := t.Context()
 
 	// (b), (c): an upload session with part of a blob in it, and a streamed
@@ -143,7 +143,7 @@ func TestCrashKill9(t *testing.T) {
 	t.Logf("killed after %d acknowledged of %d attempted pushes", ackedN, total)
 
 	p.Restart()
-	reg = newRegistry(p.URL())
+	reg = adminRegistry(p)
 	ctx = t.Context()
 
 	t.Run("acknowledged pushes intact", func(t *testing.T) {
@@ -255,14 +255,14 @@ func requireWholeOrUnknown(t *testing.T, reg *registry, repo string, d digest.Di
 // restarts it and pulls back what was pushed before.
 func TestGracefulStop(t *testing.T) {
 	p := nodetest.Start(t, nodetest.Options{})
-	reg := newRegistry(p.URL())
+	reg := adminRegistry(p)
 	im := randomImage(t, 128<<10)
 	if err := reg.push(t.Context(), "graceful/app", "1.0", im); err != nil {
 		t.Fatal(err)
 	}
 	p.Stop()
 	p.Restart()
-	reg = newRegistry(p.URL())
+	reg = adminRegistry(p)
 	if err := reg.checkPulled(t.Context(), "graceful/app", "1.0", im); err != nil {
 		t.Fatal(err)
 	}

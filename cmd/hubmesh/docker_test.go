@@ -24,11 +24,15 @@ const dockerTimeout = 3 * time.Minute
 func TestDockerPushPull(t *testing.T) {
 	docker := nodetest.RequireDocker(t)
 	p := nodetest.Start(t, nodetest.Options{})
-	reg := newRegistry(p.URL())
+	reg := adminRegistry(p)
+	// The docker CLI reads the administrator's credentials from a config
+	// of the test's own and hands them to the daemon for push and pull.
+	user, password := p.Admin()
+	dockerEnv := []string{"DOCKER_CONFIG=" + nodetest.DockerConfig(t, []string{p.Addr()}, user, password)}
 	run := func(args ...string) string {
 		t.Helper()
 		// The classic builder: FROM scratch needs no BuildKit and no base image.
-		return strings.TrimSpace(string(command(t, dockerTimeout, []string{"DOCKER_BUILDKIT=0"}, docker, args...)))
+		return strings.TrimSpace(string(command(t, dockerTimeout, append([]string{"DOCKER_BUILDKIT=0"}, dockerEnv...), docker, args...)))
 	}
 
 	ctxDir := t.TempDir()
@@ -75,7 +79,7 @@ func TestDockerPushPull(t *testing.T) {
 	}
 
 	run("image", "rm", ref)
-	if _, _, err := runCommand(t, dockerTimeout, nil, docker, "image", "inspect", ref); err == nil {
+	if _, _, err := runCommand(t, dockerTimeout, dockerEnv, docker, "image", "inspect", ref); err == nil {
 		t.Fatalf("%s still present after docker image rm", ref)
 	}
 	run("pull", ref)
@@ -90,7 +94,7 @@ func TestDockerPushPull(t *testing.T) {
 	t.Cleanup(func() {
 		_, _, _ = runCommandCtx(context.Background(), dockerTimeout, "", os.Environ(), docker, "rm", "--force", cid)
 	})
-	exported := command(t, dockerTimeout, nil, docker, "export", cid)
+	exported := command(t, dockerTimeout, dockerEnv, docker, "export", cid)
 	got, err := fileInTar(bytes.NewReader(exported), "hello.txt")
 	if err != nil || string(got) != marker {
 		t.Fatalf("hello.txt in the pulled image: %q, %v; want %q", got, err, marker)

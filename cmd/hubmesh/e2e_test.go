@@ -35,14 +35,26 @@ import (
 func TestMain(m *testing.M) { nodetest.Main(m) }
 
 // registry is a minimal OCI distribution client over plain HTTP, so the
-// tests see exactly the status codes and bytes a client sees.
+// tests see exactly the status codes and bytes a client sees. With a user
+// it sends Basic credentials on every request (unless the request carries
+// an Authorization header of its own).
 type registry struct {
-	base   string // http://127.0.0.1:PORT
-	client *http.Client
+	base           string // http://127.0.0.1:PORT
+	client         *http.Client
+	user, password string
 }
 
+// newRegistry is an anonymous client of the registry at base.
 func newRegistry(base string) *registry {
 	return &registry{base: base, client: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// adminRegistry is a client of node p that authenticates as the cluster's
+// administrator (nodetest gives every cluster one) with Basic auth.
+func adminRegistry(p *nodetest.Process) *registry {
+	r := newRegistry(p.URL())
+	r.user, r.password = p.Admin()
+	return r
 }
 
 // ociError is one entry of an OCI error body.
@@ -98,6 +110,9 @@ func (g *registry) do(ctx context.Context, method, path string, hdr http.Header,
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
+	}
+	if g.user != "" && req.Header.Get("Authorization") == "" {
+		req.SetBasicAuth(g.user, g.password)
 	}
 	resp, err := g.client.Do(req)
 	if err != nil {

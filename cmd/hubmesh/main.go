@@ -55,7 +55,9 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{err}
 	})
-	root.AddCommand(newServeCmd(), newClusterCmd(), newVersionCmd(), newHealthcheckCmd())
+	root.AddCommand(newServeCmd(), newClusterCmd(), newVersionCmd(), newHealthcheckCmd(),
+		newLoginCmd(), newUserCmd(), newOrgCmd(), newTeamCmd(), newRepoCmd(), newNamespaceCmd(), newTokenCmd(),
+		newAuditCmd(), newSettingsCmd(), newKeysCmd(), newSearchCmd())
 	// Cobra only checks the root's arguments when it has a RunE: without
 	// one, an unknown command would print help and exit 0.
 	root.Args = cobra.ArbitraryArgs

@@ -73,6 +73,12 @@ var serveSettings = []setting{
 			c.RepairAfter = d
 			return nil
 		}},
+	{"admin-password-file", "password of the first administrator, admin, when this node bootstraps a cluster (else one is generated and logged once)",
+		func(c *node.Config) string { return c.AdminPasswordFile },
+		func(c *node.Config, v string) error { c.AdminPasswordFile = v; return nil }},
+	{"auth-service", "service name of the registry token service (token audience, service= in challenges)",
+		func(c *node.Config) string { return c.AuthService },
+		func(c *node.Config, v string) error { c.AuthService = v; return nil }},
 	{"log-level", "debug, info, warn or error",
 		func(c *node.Config) string { return c.LogLevel },
 		func(c *node.Config, v string) error { c.LogLevel = v; return nil }},

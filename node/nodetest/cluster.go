@@ -95,9 +95,20 @@ func (r CLIResult) String() string {
 
 // CLI runs the hubmesh binary with args under timeout (DefaultCLITimeout
 // if 0), in the test's environment minus every HUBMESH_* variable plus env.
+// When args (--server) or env (HUBMESH_SERVER) name a node the harness
+// runs and env holds no HUBMESH_USERNAME, HUBMESH_PASSWORD or
+// HUBMESH_TOKEN, the command runs as that node's administrator (see
+// Process.Admin); pass "HUBMESH_USERNAME=" in env to run it anonymously.
 // It fails the test only when the binary could not be run at all; a
 // non-zero exit is reported in the result.
 func CLI(t testing.TB, timeout time.Duration, env []string, args ...string) CLIResult {
+	t.Helper()
+	return CLIStdin(t, timeout, env, "", args...)
+}
+
+// CLIStdin is CLI with stdin as the command's standard input, for
+// --password-stdin.
+func CLIStdin(t testing.TB, timeout time.Duration, env []string, stdin string, args ...string) CLIResult {
 	t.Helper()
 	if timeout == 0 {
 		timeout = DefaultCLITimeout
@@ -105,9 +116,10 @@ func CLI(t testing.TB, timeout time.Duration, env []string, args ...string) CLIR
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, Binary(t), args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(cleanEnv(), withAdmin(env, args)...)
 	cmd.Dir = t.TempDir()
 	cmd.WaitDelay = 5 * time.Second
+	cmd.Stdin = strings.NewReader(stdin)
 	var o, e bytes.Buffer
 	cmd.Stdout = &o
 	cmd.Stderr = &e
@@ -144,15 +156,22 @@ func JoinToken(t testing.TB, p *Process, args ...string) string {
 // (`--join <via> --join-token <token>`, appended to opts.Args) and waits
 // until it is ready, which it is once it has joined and knows the leader.
 // On restarts the same flags are passed; a node that has state ignores them.
+// Unless opts sets one, the node gets via's administrator password, so that
+// Admin of any node of a cluster returns the cluster's credentials.
 func Join(t testing.TB, via *Process, token string, opts Options) *Process {
 	t.Helper()
+	if opts.AdminPassword == "" && !opts.NoAdminPassword {
+		opts.AdminPassword = via.opts.AdminPassword
+		opts.NoAdminPassword = via.opts.NoAdminPassword
+	}
 	opts.Args = append(slices.Clone(opts.Args), "--join", via.URL(), "--join-token", token)
 	return Start(t, opts)
 }
 
 // StartCluster starts n nodes with opts (each gets its own data dir): node
 // 1 bootstraps a cluster, a voter token is taken from it with the real CLI,
-// and nodes 2..n join through node 1. It returns once every node lists n
+// and nodes 2..n join through node 1. Every node gets the same
+// administrator password (opts.AdminPassword, or a random one). It returns once every node lists n
 // alive voters and they agree on one leader. The nodes are in start order;
 // Leader finds which one leads.
 func StartCluster(t testing.TB, n int, opts Options) []*Process {
@@ -161,6 +180,9 @@ func StartCluster(t testing.TB, n int, opts Options) []*Process {
 		t.Fatalf("StartCluster: n = %d, want at least 1", n)
 	}
 	opts.DataDir = ""
+	if opts.AdminPassword == "" && !opts.NoAdminPassword {
+		opts.AdminPassword = newPassword(t)
+	}
 	procs := []*Process{Start(t, opts)}
 	if n > 1 {
 		tok := JoinToken(t, procs[0])

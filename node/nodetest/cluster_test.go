@@ -2,9 +2,14 @@ package nodetest
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,4 +67,101 @@ func TestStatusAndLeader(t *testing.T) {
 		t.Fatalf("Leader = %v, want the fake", l)
 	}
 	WaitStatus(t, p, 10*time.Second, "one member", func(s Status) bool { return len(s.Members) == 1 })
+}
+
+func TestAdminPassword(t *testing.T) {
+	p := startFake(t)
+	user, pw := p.Admin()
+	if user != "admin" || len(pw) != 32 {
+		t.Fatalf("Admin() = %q, %q; want admin and a random password", user, pw)
+	}
+	if got := get(t, p.URL()+"/admin-password"); got != pw+"\n" {
+		t.Fatalf("the node read password %q from its file, want %q", got, pw)
+	}
+	p.Restart() // the file is passed again
+	if got := get(t, p.URL()+"/admin-password"); got != pw+"\n" {
+		t.Fatalf("after restart the node read %q, want %q", got, pw)
+	}
+	other := startFake(t)
+	if _, opw := other.Admin(); opw == pw {
+		t.Fatal("two nodes started separately share a password")
+	}
+	joined := Join(t, p, "token", Options{Env: []string{fakeEnv + "=1"}})
+	if _, jpw := joined.Admin(); jpw != pw {
+		t.Fatalf("a joined node's Admin password %q, want its cluster's %q", jpw, pw)
+	}
+	fixed := Start(t, Options{Env: []string{fakeEnv + "=1"}, AdminPassword: "s3cret"})
+	if got := get(t, fixed.URL()+"/admin-password"); got != "s3cret\n" {
+		t.Fatalf("Options.AdminPassword: the node read %q", got)
+	}
+	none := Start(t, Options{Env: []string{fakeEnv + "=1"}, NoAdminPassword: true})
+	if _, npw := none.Admin(); npw != "" {
+		t.Fatalf("NoAdminPassword: Admin password %q, want none", npw)
+	}
+	resp, err := http.Get(none.URL() + "/admin-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("NoAdminPassword: the node got a password file (%s)", resp.Status)
+	}
+	env := p.Env()
+	if !slices.Contains(env, "HUBMESH_USERNAME=admin") || !slices.Contains(env, "HUBMESH_PASSWORD="+pw) || !slices.Contains(env, "HUBMESH_SERVER="+p.URL()) {
+		t.Fatalf("Env() = %q", env)
+	}
+}
+
+func TestCLICredentials(t *testing.T) {
+	p := startFake(t)
+	_, pw := p.Admin()
+	fake := []string{fakeCLIEnv + "=1"}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"--server of a running node", fake, []string{"x", "--server", p.URL()}, "HUBMESH_USERNAME=admin\nHUBMESH_PASSWORD=" + pw + "\n"},
+		{"--server=host:port", fake, []string{"x", "--server=" + p.Addr()}, "HUBMESH_USERNAME=admin\nHUBMESH_PASSWORD=" + pw + "\n"},
+		{"HUBMESH_SERVER", append(slices.Clone(fake), "HUBMESH_SERVER="+p.URL()+"/"), []string{"x"}, "HUBMESH_USERNAME=admin\nHUBMESH_PASSWORD=" + pw + "\n"},
+		{"own credentials win", append(slices.Clone(fake), "HUBMESH_TOKEN=tok"), []string{"x", "--server", p.URL()}, "HUBMESH_USERNAME=\nHUBMESH_PASSWORD=\nHUBMESH_TOKEN=tok\n"},
+		{"anonymous on request", append(slices.Clone(fake), "HUBMESH_USERNAME="), []string{"x", "--server", p.URL()}, "HUBMESH_USERNAME=\nHUBMESH_PASSWORD=\n"},
+		{"unknown server", fake, []string{"x", "--server", "http://127.0.0.1:1"}, "HUBMESH_USERNAME=\nHUBMESH_PASSWORD=\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := CLI(t, 0, tc.env, tc.args...)
+			if res.Code != 0 || !strings.HasPrefix(res.Stdout, tc.want) {
+				t.Fatalf("%s; want stdout starting %q", res, tc.want)
+			}
+		})
+	}
+	// A stopped node is forgotten.
+	addr := p.Addr()
+	p.Stop()
+	if res := CLI(t, 0, fake, "x", "--server", addr); !strings.HasPrefix(res.Stdout, "HUBMESH_USERNAME=\n") {
+		t.Fatalf("CLI against a stopped node: %s; want no credentials", res)
+	}
+}
+
+func TestDockerConfig(t *testing.T) {
+	dir := DockerConfig(t, []string{"127.0.0.1:5000", "node1:5000"}, "alice", "pa:ss")
+	fi, err := os.Stat(filepath.Join(dir, "config.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("config.json: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Auths map[string]struct{ Auth string } `json:"auths"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := base64.StdEncoding.EncodeToString([]byte("alice:pa:ss"))
+	if len(cfg.Auths) != 2 || cfg.Auths["127.0.0.1:5000"].Auth != want || cfg.Auths["node1:5000"].Auth != want {
+		t.Fatalf("config.json %s", b)
+	}
 }

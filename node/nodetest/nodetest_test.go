@@ -21,9 +21,19 @@ import (
 // harness is tested without building the real node.
 const fakeEnv = "NODETEST_FAKE_SERVE"
 
+// fakeCLIEnv makes the test binary act as a stand-in hubmesh CLI that
+// prints the credential variables it was given.
+const fakeCLIEnv = "NODETEST_FAKE_CLI"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeEnv) == "1" {
 		os.Exit(fakeServe(os.Args[1:]))
+	}
+	if os.Getenv(fakeCLIEnv) == "1" {
+		for _, k := range []string{EnvUsername, EnvPassword, EnvToken} {
+			fmt.Printf("%s=%s\n", k, os.Getenv(k))
+		}
+		os.Exit(0)
 	}
 	Main(m)
 }
@@ -41,6 +51,9 @@ func fakeServe(args []string) int {
 	fs.String("p2p-addr", "", "")
 	addrFile := fs.String("addr-file", "", "")
 	fs.String("log-format", "", "")
+	pwFile := fs.String("admin-password-file", "", "")
+	fs.String("join", "", "")
+	fs.String("join-token", "", "")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -64,6 +77,20 @@ func fakeServe(args []string) int {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/runs" {
 			b, _ := os.ReadFile(filepath.Join(*dataDir, "runs"))
+			_, _ = w.Write(b)
+			return
+		}
+		if r.URL.Path == "/admin-password" {
+			if *pwFile == "" {
+				http.NotFound(w, r)
+				return
+			}
+			fi, err := os.Stat(*pwFile)
+			b, _ := os.ReadFile(*pwFile)
+			if err != nil || fi.Mode().Perm() != 0o600 {
+				http.Error(w, fmt.Sprintf("password file %s: %v, mode %v", *pwFile, err, fi.Mode()), http.StatusInternalServerError)
+				return
+			}
 			_, _ = w.Write(b)
 			return
 		}

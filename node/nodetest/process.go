@@ -41,6 +41,16 @@ type Options struct {
 	Env []string
 	// StartTimeout bounds the wait for readiness; DefaultStartTimeout if 0.
 	StartTimeout time.Duration
+	// AdminPassword is the password of the site administrator "admin",
+	// written to a 0600 file in the test's temp dir and passed with
+	// --admin-password-file (a node that joins or has state ignores it).
+	// When empty, Start makes a random one; StartCluster and Join give
+	// every node of a cluster the same. Admin returns it.
+	AdminPassword string
+	// NoAdminPassword starts the node without --admin-password-file, so
+	// that it generates the password and logs it once. Admin then returns
+	// an empty password and CLI adds no credentials.
+	NoAdminPassword bool
 }
 
 // Addrs is the content of a node's addr file.
@@ -84,6 +94,11 @@ func Start(t testing.TB, opts Options) *Process {
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = DefaultStartTimeout
+	}
+	if opts.NoAdminPassword {
+		opts.AdminPassword = ""
+	} else if opts.AdminPassword == "" {
+		opts.AdminPassword = newPassword(t)
 	}
 	p := &Process{t: t, bin: Binary(t), opts: opts, dir: t.TempDir()}
 	t.Cleanup(p.cleanup)
@@ -257,6 +272,9 @@ func (p *Process) start() {
 		"--addr-file", addrFile,
 		"--log-format", "text",
 	}
+	if !p.opts.NoAdminPassword {
+		args = append(args, "--admin-password-file", p.writeAdminPassword())
+	}
 	args = append(args, p.opts.Args...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Env = append(cleanEnv(), p.opts.Env...)
@@ -277,6 +295,9 @@ func (p *Process) start() {
 		out.flush()
 		p.mu.Lock()
 		p.state = cmd.ProcessState
+		if p.addrs.HTTP != "" {
+			unregisterRunning(p.addrs.HTTP, p)
+		}
 		p.mu.Unlock()
 		close(exited)
 	}()
@@ -291,6 +312,9 @@ func (p *Process) start() {
 	}
 	p.mu.Lock()
 	p.addrs = addrs
+	if p.state == nil { // still running: CLI may find it by its address
+		registerRunning(addrs.HTTP, p)
+	}
 	p.mu.Unlock()
 	p.t.Logf("%s: ready: http %s, peer %s", name, addrs.HTTP, addrs.PeerID)
 }
