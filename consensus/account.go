@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -814,12 +815,8 @@ func (c *DeleteToken) apply(tx *txn) (any, error) {
 }
 
 func (c *TouchTokens) apply(tx *txn) (any, error) {
-	ids := make([]string, 0, len(c.Used))
-	for id := range c.Used {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids) // map order is random; keep the writes in one order
-	for _, id := range ids {
+	// Map order is random; keep the writes in one order.
+	for _, id := range slices.Sorted(maps.Keys(c.Used)) {
 		var t hubmesh.AccessToken
 		if !tx.getJSON(accessTokenKey(id), &t) {
 			continue

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -23,27 +24,21 @@ import (
 // hubmesh.ErrExists when the cluster already has a signing key (it was
 // bootstrapped before) or admin's name is taken.
 func (n *Node) Bootstrap(ctx context.Context, admin hubmesh.User, key hubmesh.SigningKey) error {
-	_, err := n.Apply(ctx, &Bootstrap{Admin: admin, Key: key})
-	return err
+	return n.propose(ctx, &Bootstrap{Admin: admin, Key: key})
 }
 
 // CreateUser creates u. It fails with an error wrapping hubmesh.ErrExists
 // when a user or an organization has the name, and hubmesh.ErrInvalid on a
 // malformed name or oversized field.
 func (n *Node) CreateUser(ctx context.Context, u hubmesh.User) error {
-	_, err := n.Apply(ctx, &CreateUser{User: u})
-	return err
+	return n.propose(ctx, &CreateUser{User: u})
 }
 
 // UpdateUser changes the fields of user name that upd sets and returns the
 // user as updated; an unknown user wraps hubmesh.ErrNotFound. A new
 // password hash needs upd.At, which becomes PasswordChanged.
 func (n *Node) UpdateUser(ctx context.Context, name string, upd hubmesh.UserUpdate) (hubmesh.User, error) {
-	res, err := n.Apply(ctx, &UpdateUser{Name: name, Update: upd})
-	if err != nil {
-		return hubmesh.User{}, err
-	}
-	return resultAs[hubmesh.User](TypeUpdateUser, res)
+	return applyAs[hubmesh.User](ctx, n, &UpdateUser{Name: name, Update: upd})
 }
 
 // DeleteUser removes user name with its access tokens, team memberships,
@@ -51,8 +46,7 @@ func (n *Node) UpdateUser(ctx context.Context, name string, upd hubmesh.UserUpda
 // an error wrapping hubmesh.ErrInvalid while the user is the last owner of
 // an organization, and hubmesh.ErrNotFound for an unknown user.
 func (n *Node) DeleteUser(ctx context.Context, name string) error {
-	_, err := n.Apply(ctx, &DeleteUser{Name: name})
-	return err
+	return n.propose(ctx, &DeleteUser{Name: name})
 }
 
 // User returns the user name, or an error wrapping hubmesh.ErrNotFound.
@@ -68,8 +62,7 @@ func (n *Node) Users(ctx context.Context, p hubmesh.Page) ([]hubmesh.User, error
 // CreateToken stores t, an access token of an existing user (else
 // hubmesh.ErrNotFound). A user holds at most 1000 tokens.
 func (n *Node) CreateToken(ctx context.Context, t hubmesh.AccessToken) error {
-	_, err := n.Apply(ctx, &CreateToken{Token: t})
-	return err
+	return n.propose(ctx, &CreateToken{Token: t})
 }
 
 // Token returns the access token id, or an error wrapping
@@ -88,32 +81,14 @@ func (n *Node) Tokens(ctx context.Context, user string) ([]hubmesh.AccessToken, 
 // DeleteToken removes the access token id; an unknown one wraps
 // hubmesh.ErrNotFound.
 func (n *Node) DeleteToken(ctx context.Context, id string) error {
-	_, err := n.Apply(ctx, &DeleteToken{ID: id})
-	return err
+	return n.propose(ctx, &DeleteToken{ID: id})
 }
 
 // TouchTokens raises the LastUsed time of each token in used (it never goes
 // back); unknown ids are ignored. It proposes one command per
 // MaxTouchTokens tokens, none for an empty map.
 func (n *Node) TouchTokens(ctx context.Context, used map[string]time.Time) error {
-	batch := make(map[string]time.Time, min(len(used), MaxTouchTokens))
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		_, err := n.Apply(ctx, &TouchTokens{Used: batch})
-		batch = make(map[string]time.Time, MaxTouchTokens)
-		return err
-	}
-	for id, at := range used {
-		batch[id] = at
-		if len(batch) == MaxTouchTokens {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return flush()
+	return applyInBatches(ctx, n, used, MaxTouchTokens, func(b map[string]time.Time) Command { return &TouchTokens{Used: b} })
 }
 
 // CreateOrg creates the organization o with its owners team, whose only
@@ -121,15 +96,13 @@ func (n *Node) TouchTokens(ctx context.Context, used map[string]time.Time) error
 // with an error wrapping hubmesh.ErrExists when a user or an organization
 // has the name.
 func (n *Node) CreateOrg(ctx context.Context, o hubmesh.Org) error {
-	_, err := n.Apply(ctx, &CreateOrg{Org: o})
-	return err
+	return n.propose(ctx, &CreateOrg{Org: o})
 }
 
 // DeleteOrg removes the organization name with its teams, their grants,
 // its namespace settings and every repository of its namespace.
 func (n *Node) DeleteOrg(ctx context.Context, name string) error {
-	_, err := n.Apply(ctx, &DeleteOrg{Name: name})
-	return err
+	return n.propose(ctx, &DeleteOrg{Name: name})
 }
 
 // Org returns the organization name, or an error wrapping
@@ -154,15 +127,13 @@ func (n *Node) OrgsOf(ctx context.Context, user string) ([]string, error) {
 // hubmesh.ErrExists.
 func (n *Node) CreateTeam(ctx context.Context, t hubmesh.Team) error {
 	t.Members = nil
-	_, err := n.Apply(ctx, &CreateTeam{Team: t})
-	return err
+	return n.propose(ctx, &CreateTeam{Team: t})
 }
 
 // DeleteTeam removes a team with its memberships and grants. The owners
 // team cannot be deleted (hubmesh.ErrInvalid).
 func (n *Node) DeleteTeam(ctx context.Context, org, team string) error {
-	_, err := n.Apply(ctx, &DeleteTeam{Org: org, Team: team})
-	return err
+	return n.propose(ctx, &DeleteTeam{Org: org, Team: team})
 }
 
 // Team returns a team with its members (sorted), or an error wrapping
@@ -179,23 +150,20 @@ func (n *Node) Teams(ctx context.Context, org string) ([]hubmesh.Team, error) {
 
 // AddTeamMember adds the existing user to a team (idempotent).
 func (n *Node) AddTeamMember(ctx context.Context, org, team, user string) error {
-	_, err := n.Apply(ctx, &AddTeamMember{Org: org, Team: team, User: user})
-	return err
+	return n.propose(ctx, &AddTeamMember{Org: org, Team: team, User: user})
 }
 
 // RemoveTeamMember removes user from a team. Removing the last owner of an
 // organization fails with an error wrapping hubmesh.ErrInvalid; a user who
 // is not a member, hubmesh.ErrNotFound.
 func (n *Node) RemoveTeamMember(ctx context.Context, org, team, user string) error {
-	_, err := n.Apply(ctx, &RemoveTeamMember{Org: org, Team: team, User: user})
-	return err
+	return n.propose(ctx, &RemoveTeamMember{Org: org, Team: team, User: user})
 }
 
 // SetTeamPermission grants team p on repo, which must be in org's
 // namespace (it need not exist yet); hubmesh.PermNone removes the grant.
 func (n *Node) SetTeamPermission(ctx context.Context, org, team, repo string, p hubmesh.Permission) error {
-	_, err := n.Apply(ctx, &SetTeamPermission{Org: org, Team: team, Repo: repo, Permission: p})
-	return err
+	return n.propose(ctx, &SetTeamPermission{Org: org, Team: team, Repo: repo, Permission: p})
 }
 
 // TeamPermissions returns the grants of a team by repository; an unknown
@@ -214,27 +182,21 @@ func (n *Node) CreateRepository(ctx context.Context, r hubmesh.Repository) error
 	if r.Updated.IsZero() {
 		r.Updated = r.Created
 	}
-	_, err := n.Apply(ctx, &CreateRepository{Repository: r, Actor: actorOf(ctx)})
-	return err
+	return n.propose(ctx, &CreateRepository{Repository: r, Actor: actorOf(ctx)})
 }
 
 // UpdateRepository changes the settings of repository name that upd sets
 // and returns the repository as updated; an unknown repository wraps
 // hubmesh.ErrRepoUnknown.
 func (n *Node) UpdateRepository(ctx context.Context, name string, upd hubmesh.RepositoryUpdate) (hubmesh.Repository, error) {
-	res, err := n.Apply(ctx, &UpdateRepository{Name: name, Update: upd})
-	if err != nil {
-		return hubmesh.Repository{}, err
-	}
-	return resultAs[hubmesh.Repository](TypeUpdateRepository, res)
+	return applyAs[hubmesh.Repository](ctx, n, &UpdateRepository{Name: name, Update: upd})
 }
 
 // DeleteRepository removes repository name with its manifests, tags,
 // referrers, blob links and team grants; blob records stay. An unknown
 // repository wraps hubmesh.ErrRepoUnknown.
 func (n *Node) DeleteRepository(ctx context.Context, name string) error {
-	_, err := n.Apply(ctx, &DeleteRepository{Name: name, At: time.Now().UTC(), Actor: actorOf(ctx)})
-	return err
+	return n.propose(ctx, &DeleteRepository{Name: name, At: time.Now().UTC(), Actor: actorOf(ctx)})
 }
 
 // Repository returns the settings of repository name, or an error wrapping
@@ -247,8 +209,7 @@ func (n *Node) Repository(ctx context.Context, name string) (hubmesh.Repository,
 // user or organization; ns.Kind is ignored. A name nobody owns wraps
 // hubmesh.ErrNotFound.
 func (n *Node) SetNamespace(ctx context.Context, ns hubmesh.Namespace) error {
-	_, err := n.Apply(ctx, &SetNamespace{Namespace: ns})
-	return err
+	return n.propose(ctx, &SetNamespace{Namespace: ns})
 }
 
 // Namespace describes the namespace name. A name that no user or
@@ -286,8 +247,7 @@ func (n *Node) AccessFacts(ctx context.Context, user, repo string) (hubmesh.Acce
 // key is retired at at, and keys retired before at-SigningKeyRetention are
 // deleted. An existing key id wraps hubmesh.ErrExists.
 func (n *Node) AddSigningKey(ctx context.Context, k hubmesh.SigningKey, at time.Time) error {
-	_, err := n.Apply(ctx, &AddSigningKey{Key: k, At: at})
-	return err
+	return n.propose(ctx, &AddSigningKey{Key: k, At: at})
 }
 
 // SigningKeys lists the token signing keys, oldest (by Created) first.
@@ -298,8 +258,7 @@ func (n *Node) SigningKeys(ctx context.Context) ([]hubmesh.SigningKey, error) {
 
 // SetSettings replaces the cluster-wide account settings.
 func (n *Node) SetSettings(ctx context.Context, s hubmesh.Settings) error {
-	_, err := n.Apply(ctx, &SetSettings{Settings: s})
-	return err
+	return n.propose(ctx, &SetSettings{Settings: s})
 }
 
 // Settings returns the cluster-wide account settings (zero until set).
@@ -322,7 +281,7 @@ func (n *Node) AppendAudit(ctx context.Context, evs []hubmesh.AuditEvent) error 
 			}
 			end++
 		}
-		if _, err := n.Apply(ctx, &AppendAudit{Events: evs[:end]}); err != nil {
+		if err := n.propose(ctx, &AppendAudit{Events: evs[:end]}); err != nil {
 			return err
 		}
 		evs = evs[end:]
@@ -346,6 +305,42 @@ func resultAs[T any](t Type, res any) (T, error) {
 	return v, nil
 }
 
+// propose applies c and keeps only its error: for commands whose result
+// is nil.
+func (n *Node) propose(ctx context.Context, c Command) error {
+	_, err := n.Apply(ctx, c)
+	return err
+}
+
+// applyAs applies c and converts its result to T.
+func applyAs[T any](ctx context.Context, n *Node, c Command) (T, error) {
+	res, err := n.Apply(ctx, c)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return resultAs[T](c.Type(), res)
+}
+
+// applyInBatches proposes the entries of m in commands of at most max
+// entries, which cmd makes of each batch; none for an empty map.
+func applyInBatches[V any](ctx context.Context, n *Node, m map[string]V, size int, cmd func(batch map[string]V) Command) error {
+	batch := make(map[string]V, min(len(m), size))
+	for k, v := range m {
+		batch[k] = v
+		if len(batch) == size {
+			if err := n.propose(ctx, cmd(batch)); err != nil {
+				return err
+			}
+			batch = make(map[string]V, size)
+		}
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	return n.propose(ctx, cmd(batch))
+}
+
 // emptyList is the miss test of listings that are empty when nothing is
 // known yet.
 func emptyList[T any](v []T, err error) bool { return err == nil && len(v) == 0 }
@@ -366,6 +361,61 @@ func readJSON(r reader, k []byte, v any) (bool, error) {
 func has(r reader, k []byte) (bool, error) {
 	_, ok, err := getValue(r, k)
 	return ok, err
+}
+
+// mustHave fails with notFound when k does not exist.
+func mustHave(r reader, k []byte, notFound error) error {
+	ok, err := has(r, k)
+	if err == nil && !ok {
+		err = notFound
+	}
+	return err
+}
+
+// suffixes lists the key suffixes under pre in key order: page p of them,
+// p.Last being the suffix of the last one of the previous page (the zero
+// Page: all of them).
+func suffixes(r reader, pre []byte, p hubmesh.Page) ([]string, error) {
+	out := []string{}
+	var from []byte
+	if p.Last != "" {
+		from = after(append(bytes.Clone(pre), p.Last...))
+	}
+	err := scan(r, pre, from, p.N, func(k, _ []byte) error {
+		out = append(out, string(k[len(pre):]))
+		return nil
+	})
+	return out, err
+}
+
+// readSuffixes lists the key suffixes under pre in the current state, as
+// suffixes does.
+func (f *stateMachine) readSuffixes(pre []byte, p hubmesh.Page) ([]string, error) {
+	var out []string
+	err := f.read(func(r reader) (err error) {
+		out, err = suffixes(r, pre, p)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readFound runs read on one snapshot, failing with notFound when what it
+// reads is absent.
+func readFound[T any](f *stateMachine, read func(r reader) (T, bool, error), notFound error) (T, error) {
+	var v T
+	err := f.readSnapshot(func(r reader) error {
+		var ok bool
+		var err error
+		v, ok, err = read(r)
+		if err == nil && !ok {
+			err = notFound
+		}
+		return err
+	})
+	return v, err
 }
 
 // readSnapshot runs fn against one pebble snapshot, so that its reads are
@@ -435,12 +485,7 @@ func (f *stateMachine) tokens(user string) ([]hubmesh.AccessToken, error) {
 	}
 	out := []hubmesh.AccessToken{}
 	err := f.readSnapshot(func(r reader) error {
-		pre := scope(prefixUserToken, user)
-		var ids []string
-		err := scan(r, pre, nil, 0, func(k, _ []byte) error {
-			ids = append(ids, string(k[len(pre):]))
-			return nil
-		})
+		ids, err := suffixes(r, scope(prefixUserToken, user), hubmesh.Page{})
 		if err != nil {
 			return err
 		}
@@ -500,12 +545,8 @@ func readTeam(r reader, org, team string) (hubmesh.Team, bool, error) {
 	if err != nil || !ok {
 		return hubmesh.Team{}, false, err
 	}
-	t := hubmesh.Team{Org: org, Name: team, Description: rec.Description, Members: []string{}}
-	pre := scope(prefixTeamMember, org, team)
-	err = scan(r, pre, nil, 0, func(k, _ []byte) error {
-		t.Members = append(t.Members, string(k[len(pre):]))
-		return nil
-	})
+	t := hubmesh.Team{Org: org, Name: team, Description: rec.Description}
+	t.Members, err = suffixes(r, scope(prefixTeamMember, org, team), hubmesh.Page{})
 	return t, true, err
 }
 
@@ -513,17 +554,8 @@ func (f *stateMachine) team(org, team string) (hubmesh.Team, error) {
 	if err := checkTeamRef(org, team); err != nil {
 		return hubmesh.Team{}, err
 	}
-	var t hubmesh.Team
-	err := f.readSnapshot(func(r reader) error {
-		var ok bool
-		var err error
-		t, ok, err = readTeam(r, org, team)
-		if err == nil && !ok {
-			err = fmt.Errorf("team %s/%s: %w", org, team, hubmesh.ErrNotFound)
-		}
-		return err
-	})
-	return t, err
+	return readFound(f, func(r reader) (hubmesh.Team, bool, error) { return readTeam(r, org, team) },
+		fmt.Errorf("team %s/%s: %w", org, team, hubmesh.ErrNotFound))
 }
 
 func (f *stateMachine) teams(org string) ([]hubmesh.Team, error) {
@@ -532,18 +564,10 @@ func (f *stateMachine) teams(org string) ([]hubmesh.Team, error) {
 	}
 	out := []hubmesh.Team{}
 	err := f.readSnapshot(func(r reader) error {
-		if ok, err := has(r, orgKey(org)); err != nil || !ok {
-			if err == nil {
-				err = fmt.Errorf("organization %s: %w", org, hubmesh.ErrNotFound)
-			}
+		if err := mustHave(r, orgKey(org), fmt.Errorf("organization %s: %w", org, hubmesh.ErrNotFound)); err != nil {
 			return err
 		}
-		pre := scope(prefixTeam, org)
-		var names []string
-		err := scan(r, pre, nil, 0, func(k, _ []byte) error {
-			names = append(names, string(k[len(pre):]))
-			return nil
-		})
+		names, err := suffixes(r, scope(prefixTeam, org), hubmesh.Page{})
 		if err != nil {
 			return err
 		}
@@ -570,10 +594,7 @@ func (f *stateMachine) teamPermissions(org, team string) (map[string]hubmesh.Per
 	}
 	out := map[string]hubmesh.Permission{}
 	err := f.readSnapshot(func(r reader) error {
-		if ok, err := has(r, teamKey(org, team)); err != nil || !ok {
-			if err == nil {
-				err = fmt.Errorf("team %s/%s: %w", org, team, hubmesh.ErrNotFound)
-			}
+		if err := mustHave(r, teamKey(org, team), fmt.Errorf("team %s/%s: %w", org, team, hubmesh.ErrNotFound)); err != nil {
 			return err
 		}
 		pre := scope(prefixGrant, org, team)
@@ -596,17 +617,8 @@ func (f *stateMachine) repository(name string) (hubmesh.Repository, error) {
 	if err := checkRepo(name); err != nil {
 		return hubmesh.Repository{}, err
 	}
-	var repo hubmesh.Repository
-	err := f.readSnapshot(func(r reader) error {
-		var ok bool
-		var err error
-		repo, ok, err = readRepository(r, name)
-		if err == nil && !ok {
-			err = fmt.Errorf("repository %s: %w", name, hubmesh.ErrRepoUnknown)
-		}
-		return err
-	})
-	return repo, err
+	return readFound(f, func(r reader) (hubmesh.Repository, bool, error) { return readRepository(r, name) },
+		fmt.Errorf("repository %s: %w", name, hubmesh.ErrRepoUnknown))
 }
 
 // readNamespace fills the kind and settings of namespace ns.
@@ -667,12 +679,8 @@ func (f *stateMachine) accessFacts(user, repo string) (hubmesh.AccessFacts, erro
 				return err
 			}
 			// The user's teams in this organization, and their grants on repo.
-			pre := scope(prefixUserTeam, user, ns.Name)
-			var teams []string
-			if err := scan(r, pre, nil, 0, func(k, _ []byte) error {
-				teams = append(teams, string(k[len(pre):]))
-				return nil
-			}); err != nil {
+			teams, err := suffixes(r, scope(prefixUserTeam, user, ns.Name), hubmesh.Page{})
+			if err != nil {
 				return err
 			}
 			for _, team := range teams {

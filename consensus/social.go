@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -215,12 +216,8 @@ func (tx *txn) unstar(user, repo string) {
 }
 
 func (c *AddPulls) apply(tx *txn) (any, error) {
-	repos := make([]string, 0, len(c.Pulls))
-	for repo := range c.Pulls {
-		repos = append(repos, repo)
-	}
-	slices.Sort(repos) // map order is random; keep the writes in one order
-	for _, repo := range repos {
+	// Map order is random; keep the writes in one order.
+	for _, repo := range slices.Sorted(maps.Keys(c.Pulls)) {
 		var rec repoRecord
 		if !tx.getJSON(repoKey(repo), &rec) {
 			continue // deleted since it was pulled
@@ -337,14 +334,12 @@ func readRepository(r reader, name string) (hubmesh.Repository, bool, error) {
 // Star records that user starred repo at at (idempotent). An unknown user
 // wraps hubmesh.ErrNotFound, an unknown repository hubmesh.ErrRepoUnknown.
 func (n *Node) Star(ctx context.Context, user, repo string, at time.Time) error {
-	_, err := n.Apply(ctx, &Star{User: user, Repo: repo, At: at})
-	return err
+	return n.propose(ctx, &Star{User: user, Repo: repo, At: at})
 }
 
 // Unstar removes user's star from repo (idempotent).
 func (n *Node) Unstar(ctx context.Context, user, repo string) error {
-	_, err := n.Apply(ctx, &Unstar{User: user, Repo: repo})
-	return err
+	return n.propose(ctx, &Unstar{User: user, Repo: repo})
 }
 
 // Starred lists the repositories user starred, in name order, page p of
@@ -353,22 +348,7 @@ func (n *Node) Starred(ctx context.Context, user string, p hubmesh.Page) ([]stri
 	if err := checkName("user", user); err != nil {
 		return nil, err
 	}
-	pre := scope(prefixStarred, user)
-	out := []string{}
-	err := n.fsm.read(func(r reader) error {
-		var from []byte
-		if p.Last != "" {
-			from = after(append(bytes.Clone(pre), p.Last...))
-		}
-		return scan(r, pre, from, p.N, func(k, _ []byte) error {
-			out = append(out, string(k[len(pre):]))
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return n.fsm.readSuffixes(scope(prefixStarred, user), p)
 }
 
 // Starrers lists the users who starred repo, in name order.
@@ -376,58 +356,27 @@ func (n *Node) Starrers(ctx context.Context, repo string, p hubmesh.Page) ([]str
 	if err := checkRepo(repo); err != nil {
 		return nil, err
 	}
-	pre := scope(prefixStar, repo)
-	out := []string{}
-	err := n.fsm.read(func(r reader) error {
-		var from []byte
-		if p.Last != "" {
-			from = after(append(bytes.Clone(pre), p.Last...))
-		}
-		return scan(r, pre, from, p.N, func(k, _ []byte) error {
-			out = append(out, string(k[len(pre):]))
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return n.fsm.readSuffixes(scope(prefixStar, repo), p)
 }
 
 // AddPulls adds pull statistics, in as few commands as MaxPullBatch
 // allows (none for an empty map). References beyond MaxPullRefs per
 // repository keep only the most recent.
 func (n *Node) AddPulls(ctx context.Context, pulls map[string]PullStat) error {
-	batch := make(map[string]PullStat, min(len(pulls), MaxPullBatch))
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		_, err := n.Apply(ctx, &AddPulls{Pulls: batch})
-		batch = make(map[string]PullStat, MaxPullBatch)
-		return err
-	}
-	for repo, st := range pulls {
-		if len(st.Last) > MaxPullRefs {
-			st.Last = newestRefs(st.Last, MaxPullRefs)
-		}
-		batch[repo] = st
-		if len(batch) == MaxPullBatch {
-			if err := flush(); err != nil {
-				return err
+	return applyInBatches(ctx, n, pulls, MaxPullBatch, func(b map[string]PullStat) Command {
+		for repo, st := range b {
+			if len(st.Last) > MaxPullRefs {
+				st.Last = newestRefs(st.Last, MaxPullRefs)
+				b[repo] = st
 			}
 		}
-	}
-	return flush()
+		return &AddPulls{Pulls: b}
+	})
 }
 
 // newestRefs keeps the n most recent entries of last.
 func newestRefs(last map[string]time.Time, n int) map[string]time.Time {
-	refs := make([]string, 0, len(last))
-	for ref := range last {
-		refs = append(refs, ref)
-	}
-	slices.SortFunc(refs, func(a, b string) int { return last[b].Compare(last[a]) })
+	refs := slices.SortedFunc(maps.Keys(last), func(a, b string) int { return last[b].Compare(last[a]) })
 	out := make(map[string]time.Time, n)
 	for _, ref := range refs[:n] {
 		out[ref] = last[ref]
@@ -439,20 +388,12 @@ func newestRefs(last map[string]time.Time, n int) map[string]time.Time {
 // namespace ns (exactly one of them). An unknown repository wraps
 // hubmesh.ErrRepoUnknown.
 func (n *Node) SetOfficial(ctx context.Context, repo, ns string, official bool) error {
-	_, err := n.Apply(ctx, &SetOfficial{Repo: repo, Namespace: ns, Official: official})
-	return err
+	return n.propose(ctx, &SetOfficial{Repo: repo, Namespace: ns, Official: official})
 }
 
 // OfficialNamespaces lists the namespaces flagged official, in name order.
 func (n *Node) OfficialNamespaces(ctx context.Context) ([]string, error) {
-	out := []string{}
-	err := n.fsm.read(func(r reader) error {
-		return scan(r, prefixOfficial, nil, 0, func(k, _ []byte) error {
-			out = append(out, string(k[len(prefixOfficial):]))
-			return nil
-		})
-	})
-	return out, err
+	return n.fsm.readSuffixes(prefixOfficial, hubmesh.Page{})
 }
 
 // PullTimes returns the last time each reference (tag or digest) of repo
@@ -599,12 +540,7 @@ func (l *repoLog) add(index uint64, repos map[string]struct{}) {
 	if len(repos) == 0 {
 		return
 	}
-	names := make([]string, 0, len(repos))
-	for r := range repos {
-		names = append(names, r)
-	}
-	slices.Sort(names)
-	for _, r := range names {
+	for _, r := range slices.Sorted(maps.Keys(repos)) {
 		l.entries = append(l.entries, repoChange{index: index, repo: r})
 	}
 	if len(l.entries) > maxRepoLog {

@@ -41,7 +41,7 @@ type composeCluster struct {
 	t       *testing.T
 	docker  string
 	compose string
-	file    string
+	files   []string // compose files, in order
 	project string
 	env     []string
 	// admin is the administrator node1 creates from the password file the
@@ -95,6 +95,24 @@ func buildHubmeshImage(t *testing.T, docker string) string {
 // waits until the three nodes report one cluster of three live voters.
 func startCompose(t *testing.T) *composeCluster {
 	t.Helper()
+	c := newCompose(t, "docker-compose.yml")
+	if c == nil {
+		return nil
+	}
+	start := time.Now()
+	c.composeRun("up", "--detach", "--no-color")
+	c.waitFormed(composeServices...)
+	t.Logf("compose project %s: three voters formed one cluster in %s", c.project, time.Since(start).Round(time.Millisecond))
+	return c
+}
+
+// newCompose builds the image and prepares a project of the compose files
+// (relative to deploy/, later ones override earlier ones, as with
+// `docker-compose -f a -f b`) with the node ports bound to free loopback
+// ports; the caller adds to env and brings it up. It returns nil when the
+// test is skipped for want of docker or docker-compose.
+func newCompose(t *testing.T, files ...string) *composeCluster {
+	t.Helper()
 	docker := nodetest.RequireDocker(t)
 	if docker == "" {
 		return nil
@@ -103,14 +121,18 @@ func startCompose(t *testing.T) *composeCluster {
 	if compose == "" {
 		return nil
 	}
-	file, err := filepath.Abs("docker-compose.yml")
-	if err != nil {
-		t.Fatal(err)
+	var abs []string
+	for _, f := range files {
+		a, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs = append(abs, a)
 	}
 	image := buildHubmeshImage(t, docker)
 	admin := credentials{user: "admin", password: randomHex(16)}
 	c := &composeCluster{
-		t: t, docker: docker, compose: compose, file: file,
+		t: t, docker: docker, compose: compose, files: abs,
 		project: "hmtest" + randomHex(4),
 		admin:   admin,
 		env: []string{
@@ -125,10 +147,6 @@ func startCompose(t *testing.T) *composeCluster {
 	}
 	t.Cleanup(c.down)
 	c.t.Logf("built image %s", image)
-	start := time.Now()
-	c.composeRun("up", "--detach", "--no-color")
-	c.waitFormed(composeServices...)
-	t.Logf("compose project %s: three voters formed one cluster in %s", c.project, time.Since(start).Round(time.Millisecond))
 	return c
 }
 
@@ -148,7 +166,11 @@ func (c *composeCluster) down() {
 }
 
 func (c *composeCluster) args(args ...string) []string {
-	return append([]string{"--project-name", c.project, "--file", c.file, "--ansi", "never"}, args...)
+	out := []string{"--project-name", c.project}
+	for _, f := range c.files {
+		out = append(out, "--file", f)
+	}
+	return append(append(out, "--ansi", "never"), args...)
 }
 
 // composeRun runs a docker-compose command on the project.

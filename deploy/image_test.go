@@ -99,6 +99,23 @@ func TestImage(t *testing.T) {
 		}
 	}
 
+	// Healthy means the process answers; ready means it has a leader and
+	// its first administrator exists. Wait for that before logging in.
+	for {
+		r := request(t, credentials{}, http.MethodGet, base+"/readyz", "", nil)
+		if r.status == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: %d %s; not ready within 60s", r.status, r.body)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
 	// Anonymous writes are refused; the administrator's go through.
 	if r := request(t, credentials{}, http.MethodPost, base+"/v2/alice/app/blobs/uploads/", "", nil); r.status != http.StatusUnauthorized {
 		t.Fatalf("anonymous upload: %d %s, want 401", r.status, r.body)

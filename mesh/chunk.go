@@ -445,10 +445,18 @@ func chunkBlob(ctx context.Context, d digest.Digest, size int64, chunkSize int64
 			}
 		}()
 		for i := range l.sums {
-			var f filled
+			var (
+				f  filled
+				ok bool
+			)
 			select {
-			case f = <-full:
+			case f, ok = <-full:
 			case <-ctx.Done():
+				return nil, fmt.Errorf("blob %s: %w", d, ctx.Err())
+			}
+			if !ok {
+				// The reader stopped early: only when ctx ended (it never
+				// stops otherwise before the last chunk or an error).
 				return nil, fmt.Errorf("blob %s: %w", d, ctx.Err())
 			}
 			if f.err != nil {

@@ -61,6 +61,9 @@ func (c *cluster) Status(ctx context.Context) (registryapi.ClusterStatus, error)
 		},
 		Blobs: registryapi.BlobStatus{Count: files, Bytes: bytes},
 	}
+	if st.LeaderID == "" {
+		out.Offline, out.OfflineReason = true, offlineReason
+	}
 	servers, err := c.meta.Servers()
 	if err != nil {
 		return out, err

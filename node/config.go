@@ -44,6 +44,24 @@ type Config struct {
 	WriteJoinToken string `yaml:"write_join_token"`
 	// Role is voter (default) or mirror, which joins as a Raft non-voter.
 	Role string `yaml:"role"`
+	// Sync is the mirror sync policy: REPOSITORY[:TAG] patterns (path.Match
+	// globs, e.g. "acme/*:v*", "library/*"). The node fetches and keeps the
+	// blobs of every matching image as it is pushed anywhere in the
+	// cluster, so that it can serve them while cut off. Any node may sync;
+	// it is meant for mirrors.
+	Sync []string `yaml:"sync"`
+	// Upstreams are external registries this node caches on demand, as
+	// NAME=URL (e.g. docker.io=https://registry-1.docker.io). /v2/NAME/...
+	// maps to upstream NAME; any other repository missing here is looked
+	// up on the default upstream (the one named docker.io, else the first),
+	// so the node works as a Docker daemon registry-mirrors entry.
+	Upstreams []string `yaml:"upstreams"`
+	// UpstreamCredentialsFile names a YAML file of upstream credentials:
+	// NAME: {username: ..., password: ...}.
+	UpstreamCredentialsFile string `yaml:"upstream_credentials_file"`
+	// UpstreamTTL is how long a cached tag is served before it is checked
+	// against its upstream again.
+	UpstreamTTL time.Duration `yaml:"upstream_ttl"`
 	// Replicas is the replication factor R: a push is acknowledged once
 	// every blob it references is on min(R, voters) nodes.
 	Replicas int `yaml:"replicas"`
@@ -58,6 +76,13 @@ type Config struct {
 	// AuthService is the service name of the registry token service: the
 	// audience of the tokens it issues and the service= of its challenges.
 	AuthService string `yaml:"auth_service"`
+	// WebhookAllowCIDRs are address ranges webhooks may reach although
+	// the egress policy refuses them by default (loopback, private,
+	// link-local), e.g. 10.0.0.0/8 for receivers on a private network.
+	WebhookAllowCIDRs []string `yaml:"webhook_allow_cidrs"`
+	// WebhookMaxFailures disables a webhook after this many consecutive
+	// failed delivery attempts (with an audit event); 0 never does.
+	WebhookMaxFailures int `yaml:"webhook_max_failures"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, json or auto (text on a terminal, else json).
@@ -68,15 +93,17 @@ type Config struct {
 // libp2p on port 4001 over TCP and QUIC.
 func Default() Config {
 	return Config{
-		DataDir:     "./data",
-		HTTPAddr:    ":5000",
-		P2PAddrs:    []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
-		Role:        "voter",
-		Replicas:    2,
-		RepairAfter: 5 * time.Minute,
-		AuthService: "hubmesh",
-		LogLevel:    "info",
-		LogFormat:   "auto",
+		DataDir:            "./data",
+		HTTPAddr:           ":5000",
+		P2PAddrs:           []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		Role:               "voter",
+		Replicas:           2,
+		RepairAfter:        5 * time.Minute,
+		UpstreamTTL:        5 * time.Minute,
+		AuthService:        "hubmesh",
+		WebhookMaxFailures: 50,
+		LogLevel:           "info",
+		LogFormat:          "auto",
 	}
 }
 
@@ -104,6 +131,18 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("role %q: want voter or mirror", c.Role))
 	}
+	if _, err := parseSyncPolicy(c.Sync); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := parseUpstreams(c.Upstreams); err != nil {
+		errs = append(errs, err)
+	}
+	if c.UpstreamCredentialsFile != "" && len(c.Upstreams) == 0 {
+		errs = append(errs, errors.New("upstream-credentials-file: given without --upstream"))
+	}
+	if c.UpstreamTTL <= 0 {
+		errs = append(errs, fmt.Errorf("upstream-ttl %s: must be positive", c.UpstreamTTL))
+	}
 	if c.RepairAfter <= 0 {
 		errs = append(errs, fmt.Errorf("repair-after %s: must be positive", c.RepairAfter))
 	}
@@ -120,6 +159,12 @@ func (c Config) Validate() error {
 	}
 	if strings.TrimSpace(c.AuthService) == "" || strings.ContainsAny(c.AuthService, "\"\\ ") {
 		errs = append(errs, fmt.Errorf("auth-service %q: want a name without spaces or quotes", c.AuthService))
+	}
+	if _, err := newEgress(c.WebhookAllowCIDRs); err != nil {
+		errs = append(errs, err)
+	}
+	if c.WebhookMaxFailures < 0 {
+		errs = append(errs, fmt.Errorf("webhook-max-failures %d: want 0 (never) or more", c.WebhookMaxFailures))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

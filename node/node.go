@@ -64,6 +64,8 @@ type Node struct {
 	events  *eventBuffer
 	search  *searchIndex
 	pulls   *pullCounter
+	hooks   *hookWorker
+	leaders *leaderWatch // how long the node has been without a leader (offline.go)
 
 	// needJoin is set when the node has no state and --join was given.
 	needJoin bool
@@ -158,6 +160,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
 	n.closers = append(n.closers, n.meta.Close)
+	n.leaders = &leaderWatch{leader: func() string { id, _ := n.meta.Leader(); return id }, now: time.Now}
 	n.needJoin = cfg.Join != "" && n.meta.Stats().LastLogIndex == 0
 	n.host.Handle(consensus.RPCProtocol, n.meta.HandleRPC)
 
@@ -177,8 +180,25 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 	n.events = newEventBuffer(n.meta, n.host.ID(), logger.With("component", "audit"))
 	n.search = newSearchIndex(n.meta, logger.With("component", "search"))
 	n.pulls = newPullCounter(n.meta, logger.With("component", "pulls"))
+	eg, err := newEgress(cfg.WebhookAllowCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	n.hooks = newHookWorker(n.meta, n.events, eg, "http://"+n.self.HTTP, cfg.WebhookMaxFailures, logger.With("component", "webhooks"))
+	up, err := newUpstreams(cfg, n.meta, n.blobs, n.bg, logger.With("component", "upstream"))
+	if err != nil {
+		return nil, err
+	}
+	var (
+		ids       registryapi.Identities = n.meta
+		manifests registryapi.Manifests  = actorManifests{durableManifests{Node: n.meta, blobs: n.blobs}}
+		links     registryapi.BlobLinks  = replicatingLinks{Node: n.meta, blobs: n.blobs, bg: n.bg}
+	)
+	if up != nil { // pull-through cache (upstream.go)
+		ids, manifests, links = cachingIdentities{ids, up}, cachingManifests{manifests, up}, cachingLinks{links, up}
+	}
 	access, err := registryapi.NewAuth(registryapi.AuthConfig{
-		Identities: n.meta,
+		Identities: ids,
 		ClusterID: func() string {
 			info, _ := n.meta.Cluster()
 			return info.ID
@@ -191,9 +211,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	api, err := registryapi.New(registryapi.Config{
-		Manifests:  durableManifests{Node: n.meta, blobs: n.blobs},
+		Manifests:  manifests,
 		Listings:   n.meta,
-		Links:      replicatingLinks{Node: n.meta, blobs: n.blobs, bg: n.bg},
+		Links:      links,
 		Blobs:      n.blobs,
 		Uploads:    uploadsAdapter{n.uploads},
 		Auth:       access,
@@ -215,17 +235,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	hub, err := registryapi.NewHub(registryapi.HubConfig{
-		Auth: access, Accounts: n.meta, Listings: n.meta, Logger: logger.With("component", "api"),
+		Auth: access, Accounts: actorAccounts{n.meta}, Listings: n.meta, Logger: logger.With("component", "api"),
 		Search: n.search, Social: n.meta, Manifests: n.meta, Blobs: n.blobs,
+		Webhooks: n.meta, WebhookURLCheck: eg.checkURL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", api)
+	mux.Handle("/v2/", n.refuseWritesOffline(api))
 	mux.Handle("/token", tokens)
-	mux.Handle("/api/v1/", hub)
+	mux.Handle("/api/v1/", n.refuseWritesOffline(hub))
 	mux.Handle("/v1/", hub)
 	mux.Handle("/api/v1/cluster/", clusterAPI)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -271,6 +292,12 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.events.Run(gctx) })
 	g.Go(func() error { return n.search.Run(gctx) })
 	g.Go(func() error { return n.pulls.Run(gctx) })
+	g.Go(func() error { return n.hooks.Run(gctx) })
+	g.Go(func() error { return n.watchLeader(gctx) })
+	g.Go(func() error {
+		policy, _ := parseSyncPolicy(n.cfg.Sync) // checked by Validate
+		return newSyncer(policy, n.meta, n.blobs, n.log.With("component", "sync")).Run(gctx)
+	})
 	g.Go(func() error {
 		r := &repairer{
 			blobs: n.blobs, meta: n.meta, host: n.host, after: n.cfg.RepairAfter,
@@ -404,8 +431,16 @@ func (n *Node) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	ready := n.ready.Load() && st.LeaderID != ""
 	w.Header().Set("Content-Type", "application/json")
 	body := map[string]any{"ready": ready, "raft_state": st.State, "leader": st.LeaderID}
+	if n.offline() {
+		// Cut off after serving: a mirror stays ready on what it holds.
+		body["offline"], body["reason"] = true, offlineReason
+		ready = n.cfg.Role == "mirror"
+		body["ready"] = ready
+	}
 	if !ready {
-		body["reason"] = "no raft leader"
+		if _, ok := body["reason"]; !ok {
+			body["reason"] = "no raft leader"
+		}
 		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

@@ -38,13 +38,18 @@ type BlobStatus struct {
 
 // ClusterStatus is what `hubmesh cluster status` shows.
 type ClusterStatus struct {
-	ClusterID string          `json:"cluster_id"`
-	ID        string          `json:"id"`
-	Leader    string          `json:"leader"`
-	Healthy   bool            `json:"healthy"`
-	Raft      RaftStatus      `json:"raft"`
-	Blobs     BlobStatus      `json:"blobs"`
-	Members   []ClusterMember `json:"members"`
+	ClusterID string `json:"cluster_id"`
+	ID        string `json:"id"`
+	Leader    string `json:"leader"`
+	Healthy   bool   `json:"healthy"`
+	// Offline is set when the answering node knows no Raft leader: it is
+	// cut off from its cluster, serves reads from what it holds and
+	// refuses writes. OfflineReason says why.
+	Offline       bool            `json:"offline,omitempty"`
+	OfflineReason string          `json:"offline_reason,omitempty"`
+	Raft          RaftStatus      `json:"raft"`
+	Blobs         BlobStatus      `json:"blobs"`
+	Members       []ClusterMember `json:"members"`
 }
 
 // JoinToken is a signed, expiring invitation to join one cluster.

@@ -1,6 +1,7 @@
 package registryapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -48,6 +49,14 @@ type HubConfig struct {
 	// manifest, and the config blob that names the platform.
 	Manifests Manifests
 	Blobs     Blobs
+
+	// Webhooks is the webhook state (*consensus.Node); without it the
+	// webhook endpoints answer 503.
+	Webhooks Webhooks
+	// WebhookURLCheck, when set, applies the node's egress policy to the
+	// URL of a webhook being created or changed; an error wrapping
+	// hubmesh.ErrDenied or ErrInvalid refuses it with a 400.
+	WebhookURLCheck func(ctx context.Context, url string) error
 }
 
 // Hub serves /api/v1/ (everything but /api/v1/cluster/, which
@@ -60,11 +69,14 @@ type Hub struct {
 	social    Social
 	manifests Manifests
 	blobs     Blobs
-	images    *imageCache
-	log       *slog.Logger
-	mux       *http.ServeMux
-	paths     map[string]map[string]hubRoute // pattern -> method -> route
-	order     []string
+	webhooks  Webhooks
+	// hookURLCheck is HubConfig.WebhookURLCheck.
+	hookURLCheck func(ctx context.Context, url string) error
+	images       *imageCache
+	log          *slog.Logger
+	mux          *http.ServeMux
+	paths        map[string]map[string]hubRoute // pattern -> method -> route
+	order        []string
 }
 
 // access levels of a REST route.
@@ -105,6 +117,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	h := &Hub{
 		auth: cfg.Auth, accounts: cfg.Accounts, listings: cfg.Listings, log: cfg.Logger,
 		search: cfg.Search, social: cfg.Social, manifests: cfg.Manifests, blobs: cfg.Blobs,
+		webhooks: cfg.Webhooks, hookURLCheck: cfg.WebhookURLCheck,
 		images: newImageCache(),
 		mux:    http.NewServeMux(), paths: map[string]map[string]hubRoute{},
 	}
@@ -174,6 +187,7 @@ func (h *Hub) routes() {
 	h.handle("DELETE", p+"/namespaces/{ns}/official", levelAdmin, h.setNamespaceOfficial)
 	h.handle("GET", p+"/users/{name}/starred", levelAnyone, h.listStarred)
 	h.handle("GET", p+"/openapi.json", levelAnyone, h.openAPI)
+	h.webhookRoutes(p)
 
 	// The docker daemon's search protocol (registry API v1): the node
 	// mounts the Hub at /v1/ too.
@@ -267,6 +281,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, methods map[string]h
 	case id.capped() && method != http.MethodGet:
 		return newError(codeDenied, "this credential's scope (%s) allows only GET requests on /api/v1", strings.Join(id.scopes, ","))
 	}
+	// ActorFrom (webhook events name who did what) reads it from here.
+	r = r.WithContext(context.WithValue(r.Context(), identityKey, id))
 	return rt.fn(w, r, id)
 }
 

@@ -189,10 +189,7 @@ func (ix *Index) Replace(docs []Doc) {
 		if _, dup := st.byName[d.Name]; dup {
 			continue
 		}
-		id := int32(len(st.docs))
-		st.docs = append(st.docs, doc{})
-		st.meta = append(st.meta, meta{})
-		st.fill(id, d, false)
+		st.fill(st.newSlot(), d, false)
 	}
 	st.names.finish()
 	st.descs.finish()
@@ -227,15 +224,21 @@ func (ix *Index) Update(upserts []Doc, removes []string) {
 		if n := len(st.free); n > 0 {
 			id, st.free = st.free[n-1], st.free[:n-1]
 		} else {
-			id = int32(len(st.docs))
-			st.docs = append(st.docs, doc{})
-			st.meta = append(st.meta, meta{})
+			id = st.newSlot()
 		}
 		st.fill(id, d, true)
 	}
 	st.names.merge()
 	st.descs.merge()
 	st.fulls.merge()
+}
+
+// newSlot appends an empty doc and returns its id.
+func (st *state) newSlot() int32 {
+	id := int32(len(st.docs))
+	st.docs = append(st.docs, doc{})
+	st.meta = append(st.meta, meta{})
+	return id
 }
 
 // boost is the popularity part of the relevance of d.
@@ -349,14 +352,19 @@ func (dc *dict) merge() {
 // prefixRange returns the term ids of the terms starting with p, in term
 // order.
 func (dc *dict) prefixRange(p string) []uint32 {
-	cmpTerm := func(tid uint32, p string) int { return strings.Compare(dc.terms[tid], p) }
-	lo, _ := slices.BinarySearchFunc(dc.sorted, p, cmpTerm)
-	hi := len(dc.sorted)
+	return withPrefix(dc.sorted, p, func(tid uint32, p string) int { return strings.Compare(dc.terms[tid], p) })
+}
+
+// withPrefix returns the elements of sorted whose keys start with p;
+// sorted is in key order, and cmp compares an element's key with a string.
+func withPrefix[E any](sorted []E, p string, cmp func(E, string) int) []E {
+	lo, _ := slices.BinarySearchFunc(sorted, p, cmp)
+	hi := len(sorted)
 	if end, ok := prefixEnd(p); ok {
-		hi, _ = slices.BinarySearchFunc(dc.sorted[lo:], end, cmpTerm)
+		hi, _ = slices.BinarySearchFunc(sorted[lo:], end, cmp)
 		hi += lo
 	}
-	return dc.sorted[lo:hi]
+	return sorted[lo:hi]
 }
 
 // prefixEnd is the smallest string greater than every string starting
@@ -437,13 +445,7 @@ func (p *prefixIndex) merge() {
 
 // rangeOf returns the entries whose key starts with prefix, in key order.
 func (p *prefixIndex) rangeOf(prefix string) []pent {
-	lo, _ := slices.BinarySearchFunc(p.ents, prefix, cmpPent)
-	hi := len(p.ents)
-	if end, ok := prefixEnd(prefix); ok {
-		hi, _ = slices.BinarySearchFunc(p.ents[lo:], end, cmpPent)
-		hi += lo
-	}
-	return p.ents[lo:hi]
+	return withPrefix(p.ents, prefix, cmpPent)
 }
 
 // tokens splits s into distinct lowercase tokens at every rune that is

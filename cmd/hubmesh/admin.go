@@ -29,11 +29,7 @@ func newLoginCmd() *cobra.Command {
 		Example: "  export HUBMESH_TOKEN=$(hubmesh login --server http://node1:5000 -u alice --password-stdin < pw.txt)",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := o.asJSON()
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
+			c, asJSON, err := f.clientFor(o)
 			if err != nil {
 				return err
 			}
@@ -80,42 +76,32 @@ const auditPageSize = 500
 
 func newAuditCmd() *cobra.Command {
 	var (
-		f     apiFlags
-		o     output
 		after string
 		limit int
 	)
-	cmd := &cobra.Command{
+	cmd := showCmd(&cobra.Command{
 		Use:   "audit",
 		Short: "Print the audit log of security events, oldest first (administrators only)",
 		Args:  exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 0 {
-				return usageError{fmt.Errorf("--limit %d: want 0 (all) or more", limit)}
+	}, func(*cobra.Command, []string) error {
+		if limit < 0 {
+			return usageError{fmt.Errorf("--limit %d: want 0 (all) or more", limit)}
+		}
+		return nil
+	}, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		q := url.Values{"page_size": {strconv.Itoa(auditPageSize)}}
+		if after != "" {
+			q.Set("last", after)
+		}
+		events, err := listAll[hubmesh.AuditEvent](cmd.Context(), c, "/api/v1/audit?"+q.Encode(), limit)
+		return shown{events, []string{"ID", "TIME", "ACTION", "ACTOR", "TARGET", "CLIENT", "NODE", "DETAIL"}, func() [][]string {
+			rows := make([][]string, len(events))
+			for i, e := range events {
+				rows[i] = []string{e.ID, when(e.Time), e.Action, orDash(e.Actor), orDash(e.Target), orDash(e.Client), orDash(e.Node), orDash(e.Detail)}
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			q := url.Values{"page_size": {strconv.Itoa(auditPageSize)}}
-			if after != "" {
-				q.Set("last", after)
-			}
-			events, err := listAll[hubmesh.AuditEvent](cmd.Context(), c, "/api/v1/audit?"+q.Encode(), limit)
-			if err != nil {
-				return err
-			}
-			return show(cmd, o, events, []string{"ID", "TIME", "ACTION", "ACTOR", "TARGET", "CLIENT", "NODE", "DETAIL"}, func() [][]string {
-				rows := make([][]string, len(events))
-				for i, e := range events {
-					rows[i] = []string{e.ID, when(e.Time), e.Action, orDash(e.Actor), orDash(e.Target), orDash(e.Client), orDash(e.Node), orDash(e.Detail)}
-				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
+			return rows
+		}}, err
+	})
 	cmd.Flags().StringVar(&after, "after", "", "only events after this event ID")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many events (0: all)")
 	return cmd
@@ -127,59 +113,36 @@ func newSettingsCmd() *cobra.Command {
 }
 
 func newSettingsShowCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "show",
 		Short: "Show the account settings",
 		Args:  exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			var s hubmesh.Settings
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/settings", nil, &s); err != nil {
-				return err
-			}
-			return show(cmd, o, s, []string{"SETTING", "VALUE"}, func() [][]string {
-				return [][]string{{"open-signup", strconv.FormatBool(s.OpenSignup)}}
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+	}, nil, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		var s hubmesh.Settings
+		err := c.do(cmd.Context(), http.MethodGet, "/api/v1/settings", nil, &s)
+		return shown{s, []string{"SETTING", "VALUE"}, func() [][]string {
+			return [][]string{{"open-signup", strconv.FormatBool(s.OpenSignup)}}
+		}}, err
+	})
 }
 
 func newSettingsSetCmd() *cobra.Command {
-	var (
-		f          apiFlags
-		openSignup bool
-	)
-	cmd := &cobra.Command{
+	var openSignup bool
+	cmd := requestCmd(&cobra.Command{
 		Use:     "set --open-signup=true|false",
 		Short:   "Change account settings",
 		Example: "  hubmesh settings set --open-signup=true   # anyone may create an account",
 		Args:    exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]any{}
-			if cmd.Flags().Changed("open-signup") {
-				body["open_signup"] = openSignup
-			}
-			if len(body) == 0 {
-				return usageError{fmt.Errorf("settings set changes nothing: give --open-signup=true or --open-signup=false")}
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodPatch, "/api/v1/settings", body, nil)
-		},
-	}
-	f.add(cmd)
+	}, func(cmd *cobra.Command, _ []string) (apiRequest, error) {
+		body := map[string]any{}
+		if cmd.Flags().Changed("open-signup") {
+			body["open_signup"] = openSignup
+		}
+		if len(body) == 0 {
+			return apiRequest{}, usageError{fmt.Errorf("settings set changes nothing: give --open-signup=true or --open-signup=false")}
+		}
+		return apiRequest{method: http.MethodPatch, path: "/api/v1/settings", body: body}, nil
+	})
 	cmd.Flags().BoolVar(&openSignup, "open-signup", false, "let anyone create an account (else only administrators)")
 	return cmd
 }
@@ -198,11 +161,7 @@ func newKeysRotateCmd() *cobra.Command {
 		Short: "Sign new tokens with a new key; tokens signed with the old one stay valid until they expire",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := o.asJSON()
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
+			c, asJSON, err := f.clientFor(o)
 			if err != nil {
 				return err
 			}

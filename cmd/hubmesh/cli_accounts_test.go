@@ -292,7 +292,10 @@ func TestCLIAccounts(t *testing.T) {
 	admin.ok("", "settings", "set", "--open-signup=false")
 
 	// Key rotation: new tokens are signed with the new key, and a session
-	// signed with the old one still works.
+	// signed with the old one still works. (The session must postdate
+	// alice's password change: sessions issued before it are refused.)
+	sess = cliAs(t, p, "", "").ok("alice-pw-2\n", "login", "-u", "alice", "--password-stdin")
+	aliceSess = cliAs(t, p, "", "token:"+sess)
 	if kid := admin.ok("", "keys", "rotate"); kid == "" || strings.Contains(kid, " ") {
 		t.Errorf("keys rotate printed %q, want the new key's ID", kid)
 	}

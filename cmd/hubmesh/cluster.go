@@ -82,6 +82,9 @@ func newClusterStatusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "cluster %s, answered by %s (%s, term %d, applied %d/%d)\n",
 				st.ClusterID, st.ID, strings.ToLower(st.Raft.State), st.Raft.Term, st.Raft.AppliedIndex, st.Raft.LastIndex)
+			if st.Offline {
+				fmt.Fprintf(out, "OFFLINE: %s (serving what it holds; writes are refused)\n", st.OfflineReason)
+			}
 			fmt.Fprintf(out, "local blobs: %d (%d bytes)\n\n", st.Blobs.Count, st.Blobs.Bytes)
 			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tROLE\tLEADER\tHTTP\tSTATE")

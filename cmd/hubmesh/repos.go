@@ -27,6 +27,9 @@ func checkRepoName(name string) error {
 	return nil
 }
 
+// repoArg refuses a first argument that cannot be a repository.
+func repoArg(_ *cobra.Command, args []string) error { return checkRepoName(args[0]) }
+
 // repoCreateRequest is the body of POST /api/v1/repositories, in Docker
 // Hub's shape: the namespace, and the name within it.
 type repoCreateRequest struct {
@@ -105,32 +108,20 @@ func repoRows(rs []repoView) [][]string {
 
 func newRepoCreateCmd() *cobra.Command {
 	var (
-		f       apiFlags
 		private bool
 		desc    string
 	)
-	cmd := &cobra.Command{
+	cmd := requestCmd(&cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a repository before its first push",
 		Long: "Create a repository before its first push (a push creates it too), public unless\n" +
 			"--private. NAME is NAMESPACE/NAME: your own namespace, or an organization you may write to.",
 		Example: "  hubmesh repo create alice/secret --private",
 		Args:    exactArgs(1, "one repository name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRepoName(args[0]); err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/repositories", newRepoCreateRequest(args[0], private, desc), nil); err != nil {
-				return err
-			}
-			return printName(cmd, args[0])
-		},
-	}
-	f.add(cmd)
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodPost, path: "/api/v1/repositories", body: newRepoCreateRequest(args[0], private, desc), echo: true},
+			checkRepoName(args[0])
+	})
 	cmd.Flags().BoolVar(&private, "private", false, "only users with read permission can see and pull it")
 	cmd.Flags().StringVar(&desc, "description", "", "short description")
 	return cmd
@@ -138,12 +129,11 @@ func newRepoCreateCmd() *cobra.Command {
 
 func newRepoSetCmd() *cobra.Command {
 	var (
-		f                      apiFlags
 		private, public        bool
 		desc, fullDesc, readme string
 		descFlag, fullDescFlag = "description", "full-description"
 	)
-	cmd := &cobra.Command{
+	cmd := requestCmd(&cobra.Command{
 		Use:   "set NAME [--private|--public] [--description D] [--readme FILE]",
 		Short: "Change a repository's visibility or descriptions",
 		Long: "Change a repository's visibility, its short description (up to 100 characters) or its\n" +
@@ -153,43 +143,37 @@ func newRepoSetCmd() *cobra.Command {
 			"  hubmesh repo set acme/api --public --description 'the API server' --readme README.md\n" +
 			"  render-docs | hubmesh repo set acme/api --readme -",
 		Args: exactArgs(1, "one repository name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRepoName(args[0]); err != nil {
-				return err
-			}
-			var upd repoUpdateRequest
-			switch {
-			case private && public:
-				return usageError{fmt.Errorf("--private and --public exclude each other")}
-			case private || public:
-				upd.IsPrivate = &private
-			}
-			if cmd.Flags().Changed(descFlag) {
-				upd.Description = &desc
-			}
-			switch {
-			case cmd.Flags().Changed(fullDescFlag) && cmd.Flags().Changed("readme"):
-				return usageError{fmt.Errorf("--full-description and --readme exclude each other")}
-			case cmd.Flags().Changed(fullDescFlag):
-				upd.FullDescription = &fullDesc
-			case cmd.Flags().Changed("readme"):
-				text, err := readReadme(cmd, readme)
-				if err != nil {
-					return err
-				}
-				upd.FullDescription = &text
-			}
-			if upd == (repoUpdateRequest{}) {
-				return usageError{fmt.Errorf("repo set changes nothing: give --private, --public, --description, --readme or --full-description")}
-			}
-			c, err := f.client()
+	}, func(cmd *cobra.Command, args []string) (apiRequest, error) {
+		if err := checkRepoName(args[0]); err != nil {
+			return apiRequest{}, err
+		}
+		var upd repoUpdateRequest
+		switch {
+		case private && public:
+			return apiRequest{}, usageError{fmt.Errorf("--private and --public exclude each other")}
+		case private || public:
+			upd.IsPrivate = &private
+		}
+		if cmd.Flags().Changed(descFlag) {
+			upd.Description = &desc
+		}
+		switch {
+		case cmd.Flags().Changed(fullDescFlag) && cmd.Flags().Changed("readme"):
+			return apiRequest{}, usageError{fmt.Errorf("--full-description and --readme exclude each other")}
+		case cmd.Flags().Changed(fullDescFlag):
+			upd.FullDescription = &fullDesc
+		case cmd.Flags().Changed("readme"):
+			text, err := readReadme(cmd, readme)
 			if err != nil {
-				return err
+				return apiRequest{}, err
 			}
-			return c.do(cmd.Context(), http.MethodPatch, repoPath(args[0]), upd, nil)
-		},
-	}
-	f.add(cmd)
+			upd.FullDescription = &text
+		}
+		if upd == (repoUpdateRequest{}) {
+			return apiRequest{}, usageError{fmt.Errorf("repo set changes nothing: give --private, --public, --description, --readme or --full-description")}
+		}
+		return apiRequest{method: http.MethodPatch, path: repoPath(args[0]), body: upd}, nil
+	})
 	cmd.Flags().BoolVar(&private, "private", false, "make it private")
 	cmd.Flags().BoolVar(&public, "public", false, "make it public: anyone may pull it")
 	cmd.Flags().StringVar(&desc, descFlag, "", "short description (up to 100 characters)")
@@ -237,34 +221,19 @@ func readReadme(cmd *cobra.Command, file string) (string, error) {
 }
 
 func newRepoLsCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:     "ls [NAMESPACE]",
 		Aliases: []string{"list"},
 		Short:   "List the repositories you can see, or those of one namespace",
 		Args:    rangeArgs(0, 1, "at most one namespace"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			path := "/api/v1/repositories"
-			if len(args) == 1 {
-				path += "?namespace=" + url.QueryEscape(args[0])
-			}
-			rs, err := listAll[repoView](cmd.Context(), c, path, 0)
-			if err != nil {
-				return err
-			}
-			return show(cmd, o, rs, repoHeader, func() [][]string { return repoRows(rs) })
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+	}, nil, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		path := "/api/v1/repositories"
+		if len(args) == 1 {
+			path += "?namespace=" + url.QueryEscape(args[0])
+		}
+		rs, err := listAll[repoView](cmd.Context(), c, path, 0)
+		return shown{rs, repoHeader, func() [][]string { return repoRows(rs) }}, err
+	})
 }
 
 // repoDetailRows is `repo show` as a table: one field a line. The full
@@ -304,124 +273,69 @@ func summary(s string) string {
 }
 
 func newRepoShowCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a repository: visibility, official flag, stars, pulls and descriptions",
 		Args:  exactArgs(1, "one repository name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRepoName(args[0]); err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			var r repoView
-			if err := c.do(cmd.Context(), http.MethodGet, repoPath(args[0]), nil, &r); err != nil {
-				return err
-			}
-			return show(cmd, o, r, []string{"FIELD", "VALUE"}, func() [][]string { return repoDetailRows(r) })
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+	}, repoArg, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		var r repoView
+		err := c.do(cmd.Context(), http.MethodGet, repoPath(args[0]), nil, &r)
+		return shown{r, []string{"FIELD", "VALUE"}, func() [][]string { return repoDetailRows(r) }}, err
+	})
 }
 
 func newRepoRmCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:     "rm NAME",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Delete a repository: its tags, manifests and settings",
 		Args:    exactArgs(1, "one repository name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRepoName(args[0]); err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, repoPath(args[0]), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodDelete, path: repoPath(args[0])}, checkRepoName(args[0])
+	})
 }
 
 func newRepoStarCmd(verb, method, short string) *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:     verb + " NAME",
 		Short:   short,
 		Example: "  hubmesh repo " + verb + " acme/api",
 		Args:    exactArgs(1, "one repository name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRepoName(args[0]); err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), method, repoPath(args[0])+"/stars", nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: method, path: repoPath(args[0]) + "/stars"}, checkRepoName(args[0])
+	})
 }
 
 func newRepoStarredCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "starred [USER]",
 		Short: "List the repositories a user starred; without USER, the ones you starred",
 		Args:  rangeArgs(0, 1, "at most one user name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
+	}, nil, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		var user string
+		if len(args) == 1 {
+			user = args[0]
+		} else {
+			var me userView
+			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/user", nil, &me); err != nil {
+				return shown{}, err
 			}
-			var user string
-			if len(args) == 1 {
-				user = args[0]
-			} else {
-				var me userView
-				if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/user", nil, &me); err != nil {
-					return err
-				}
-				user = me.Username
-			}
-			rs, err := listAll[repoView](cmd.Context(), c, "/api/v1/users/"+url.PathEscape(user)+"/starred", 0)
-			if err != nil {
-				return err
-			}
-			if rs == nil {
-				rs = []repoView{}
-			}
-			return show(cmd, o, rs, repoHeader, func() [][]string { return repoRows(rs) })
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+			user = me.Username
+		}
+		rs, err := listAll[repoView](cmd.Context(), c, "/api/v1/users/"+url.PathEscape(user)+"/starred", 0)
+		if rs == nil {
+			rs = []repoView{}
+		}
+		return shown{rs, repoHeader, func() [][]string { return repoRows(rs) }}, err
+	})
 }
 
 func newRepoOfficialCmd() *cobra.Command {
 	var (
-		f     apiFlags
 		ns    string
 		unset bool
 	)
-	cmd := &cobra.Command{
+	cmd := requestCmd(&cobra.Command{
 		Use:   "official NAME | --namespace NS [--unset]",
 		Short: "Flag a repository, or every repository of a namespace, official (administrators only)",
 		Long: "Flag a repository official, or with --namespace every repository of a namespace, now and\n" +
@@ -431,33 +345,23 @@ func newRepoOfficialCmd() *cobra.Command {
 			"  hubmesh repo official --namespace library\n" +
 			"  hubmesh repo official acme/api --unset",
 		Args: rangeArgs(0, 1, "one repository name, or none with --namespace"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var path string
-			switch {
-			case len(args) == 1 && cmd.Flags().Changed("namespace"):
-				return usageError{fmt.Errorf("give a repository name or --namespace, not both")}
-			case len(args) == 1:
-				if err := checkRepoName(args[0]); err != nil {
-					return err
-				}
-				path = repoPath(args[0]) + "/official"
-			case ns == "" || strings.Contains(ns, "/"):
-				return usageError{fmt.Errorf("repo official needs a repository name or --namespace NS (one path segment)")}
-			default:
-				path = "/api/v1/namespaces/" + url.PathEscape(ns) + "/official"
-			}
-			method := http.MethodPut
-			if unset {
-				method = http.MethodDelete
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), method, path, nil, nil)
-		},
-	}
-	f.add(cmd)
+	}, func(cmd *cobra.Command, args []string) (apiRequest, error) {
+		r := apiRequest{method: http.MethodPut}
+		if unset {
+			r.method = http.MethodDelete
+		}
+		switch {
+		case len(args) == 1 && cmd.Flags().Changed("namespace"):
+			return r, usageError{fmt.Errorf("give a repository name or --namespace, not both")}
+		case len(args) == 1:
+			r.path = repoPath(args[0]) + "/official"
+			return r, checkRepoName(args[0])
+		case ns == "" || strings.Contains(ns, "/"):
+			return r, usageError{fmt.Errorf("repo official needs a repository name or --namespace NS (one path segment)")}
+		}
+		r.path = "/api/v1/namespaces/" + url.PathEscape(ns) + "/official"
+		return r, nil
+	})
 	cmd.Flags().StringVar(&ns, "namespace", "", "flag every repository of this namespace")
 	cmd.Flags().BoolVar(&unset, "unset", false, "take the official flag away")
 	return cmd
@@ -502,45 +406,27 @@ func (t tagView) platforms() string {
 }
 
 func newRepoTagsCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "tags NAME",
 		Short: "List a repository's tags: digest, size, platforms, last push and pull",
 		Args:  exactArgs(1, "one repository name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkRepoName(args[0]); err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			tags, err := listAll[tagView](cmd.Context(), c, repoPath(args[0])+"/tags", 0)
-			if err != nil {
-				return err
-			}
-			if tags == nil {
-				tags = []tagView{}
-			}
-			return show(cmd, o, tags, []string{"TAG", "DIGEST", "SIZE", "PLATFORMS", "LAST PUSHED", "LAST PULLED"}, func() [][]string {
-				rows := make([][]string, len(tags))
-				for i, t := range tags {
-					pulled := "never"
-					if t.LastPulled != nil {
-						pulled = when(*t.LastPulled)
-					}
-					rows[i] = []string{t.Name, orDash(t.Digest), humanSize(t.FullSize), t.platforms(), when(t.LastPushed), pulled}
+	}, repoArg, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		tags, err := listAll[tagView](cmd.Context(), c, repoPath(args[0])+"/tags", 0)
+		if tags == nil {
+			tags = []tagView{}
+		}
+		return shown{tags, []string{"TAG", "DIGEST", "SIZE", "PLATFORMS", "LAST PUSHED", "LAST PULLED"}, func() [][]string {
+			rows := make([][]string, len(tags))
+			for i, t := range tags {
+				pulled := "never"
+				if t.LastPulled != nil {
+					pulled = when(*t.LastPulled)
 				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+				rows[i] = []string{t.Name, orDash(t.Digest), humanSize(t.FullSize), t.platforms(), when(t.LastPushed), pulled}
+			}
+			return rows
+		}}, err
+	})
 }
 
 // humanSize is a byte count as docker prints it: decimal units, three
@@ -568,55 +454,32 @@ type namespaceView struct {
 }
 
 func newNamespaceShowCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "show NAMESPACE",
 		Short: "Show a namespace: its kind and the visibility of new repositories",
 		Args:  exactArgs(1, "one namespace"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			var ns namespaceView
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/namespaces/"+url.PathEscape(args[0]), nil, &ns); err != nil {
-				return err
-			}
-			return show(cmd, o, ns, []string{"NAMESPACE", "KIND", "NEW REPOSITORIES"}, func() [][]string {
-				return [][]string{{ns.Name, ns.Kind, visibility(ns.DefaultPrivate)}}
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+	}, nil, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		var ns namespaceView
+		err := c.do(cmd.Context(), http.MethodGet, "/api/v1/namespaces/"+url.PathEscape(args[0]), nil, &ns)
+		return shown{ns, []string{"NAMESPACE", "KIND", "NEW REPOSITORIES"}, func() [][]string {
+			return [][]string{{ns.Name, ns.Kind, visibility(ns.DefaultPrivate)}}
+		}}, err
+	})
 }
 
 func newNamespaceSetCmd() *cobra.Command {
-	var (
-		f              apiFlags
-		defaultPrivate bool
-	)
-	cmd := &cobra.Command{
+	var defaultPrivate bool
+	cmd := requestCmd(&cobra.Command{
 		Use:     "set NAMESPACE --default-private=true|false",
 		Short:   "Choose whether new repositories of a namespace are private",
 		Example: "  hubmesh namespace set acme --default-private=true",
 		Args:    exactArgs(1, "one namespace"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if !cmd.Flags().Changed("default-private") {
-				return usageError{fmt.Errorf("namespace set changes nothing: give --default-private=true or --default-private=false")}
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodPatch, "/api/v1/namespaces/"+url.PathEscape(args[0]), map[string]bool{"default_private": defaultPrivate}, nil)
-		},
-	}
-	f.add(cmd)
+	}, func(cmd *cobra.Command, args []string) (apiRequest, error) {
+		if !cmd.Flags().Changed("default-private") {
+			return apiRequest{}, usageError{fmt.Errorf("namespace set changes nothing: give --default-private=true or --default-private=false")}
+		}
+		return apiRequest{method: http.MethodPatch, path: "/api/v1/namespaces/" + url.PathEscape(args[0]), body: map[string]bool{"default_private": defaultPrivate}}, nil
+	})
 	cmd.Flags().BoolVar(&defaultPrivate, "default-private", false, "new repositories are private")
 	return cmd
 }

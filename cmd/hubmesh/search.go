@@ -77,12 +77,10 @@ func searchRows(rs []searchResult) [][]string {
 
 func newSearchCmd() *cobra.Command {
 	var (
-		f                   apiFlags
-		o                   output
 		opts                searchOptions
 		official, automated bool
 	)
-	cmd := &cobra.Command{
+	cmd := showCmd(&cobra.Command{
 		Use:   "search [TERM]",
 		Short: "Search the repositories of the whole mesh",
 		Long: "Search repositories by name and description, best match first: exact name, then prefix\n" +
@@ -93,38 +91,30 @@ func newSearchCmd() *cobra.Command {
 			"  hubmesh search api --namespace acme --stars 3\n" +
 			"  hubmesh search --official --json",
 		Args: rangeArgs(0, 1, "at most one search term"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 1 {
-				opts.term = args[0]
-			}
-			if opts.limit < 1 || opts.limit > maxSearchLimit {
-				return usageError{fmt.Errorf("--limit %d: want 1 to %d", opts.limit, maxSearchLimit)}
-			}
-			if opts.minStars < 0 {
-				return usageError{fmt.Errorf("--stars %d: want 0 or more", opts.minStars)}
-			}
-			if cmd.Flags().Changed("official") {
-				opts.official = &official
-			}
-			if cmd.Flags().Changed("automated") {
-				opts.automated = &automated
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			rs, err := listAll[searchResult](cmd.Context(), c, opts.path(), opts.limit)
-			if err != nil {
-				return err
-			}
-			if rs == nil {
-				rs = []searchResult{}
-			}
-			return show(cmd, o, rs, searchHeader, func() [][]string { return searchRows(rs) })
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
+	}, func(cmd *cobra.Command, args []string) error {
+		if len(args) == 1 {
+			opts.term = args[0]
+		}
+		if opts.limit < 1 || opts.limit > maxSearchLimit {
+			return usageError{fmt.Errorf("--limit %d: want 1 to %d", opts.limit, maxSearchLimit)}
+		}
+		if opts.minStars < 0 {
+			return usageError{fmt.Errorf("--stars %d: want 0 or more", opts.minStars)}
+		}
+		if cmd.Flags().Changed("official") {
+			opts.official = &official
+		}
+		if cmd.Flags().Changed("automated") {
+			opts.automated = &automated
+		}
+		return nil
+	}, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		rs, err := listAll[searchResult](cmd.Context(), c, opts.path(), opts.limit)
+		if rs == nil {
+			rs = []searchResult{}
+		}
+		return shown{rs, searchHeader, func() [][]string { return searchRows(rs) }}, err
+	})
 	cmd.Flags().BoolVar(&official, "official", false, "only official repositories (--official=false: only the others)")
 	cmd.Flags().BoolVar(&automated, "automated", false, "only automated builds (--automated=false: only the others)")
 	cmd.Flags().Int64Var(&opts.minStars, "stars", 0, "only repositories with at least this many stars")

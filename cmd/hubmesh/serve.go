@@ -53,6 +53,25 @@ var serveSettings = []setting{
 	{"role", "voter, or mirror (a Raft non-voter that never holds up quorum)",
 		func(c *node.Config) string { return c.Role },
 		func(c *node.Config, v string) error { c.Role = v; return nil }},
+	{"sync", "mirror sync policy: keep the blobs of images matching REPOSITORY[:TAG] globs (e.g. 'acme/*:v*', 'library/*') local as they are pushed; env comma separated",
+		func(c *node.Config) string { return strings.Join(c.Sync, ",") },
+		func(c *node.Config, v string) error { c.Sync = splitList(v); return nil }},
+	{"upstream", "pull-through cache of an external registry, NAME=URL (e.g. docker.io=https://registry-1.docker.io); /v2/NAME/... maps to it, and the default upstream (docker.io, else the first) serves repositories missing here; env comma separated",
+		func(c *node.Config) string { return strings.Join(c.Upstreams, ",") },
+		func(c *node.Config, v string) error { c.Upstreams = splitList(v); return nil }},
+	{"upstream-credentials-file", "YAML file of upstream credentials: NAME: {username: U, password: P}",
+		func(c *node.Config) string { return c.UpstreamCredentialsFile },
+		func(c *node.Config, v string) error { c.UpstreamCredentialsFile = v; return nil }},
+	{"upstream-ttl", "how long a cached upstream tag is served before it is checked again",
+		func(c *node.Config) string { return c.UpstreamTTL.String() },
+		func(c *node.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration such as 5m", v)
+			}
+			c.UpstreamTTL = d
+			return nil
+		}},
 	{"replicas", "replication factor R: a push is acknowledged once its blobs are on min(R, voters) nodes",
 		func(c *node.Config) string { return strconv.Itoa(c.Replicas) },
 		func(c *node.Config, v string) error {
@@ -79,6 +98,19 @@ var serveSettings = []setting{
 	{"auth-service", "service name of the registry token service (token audience, service= in challenges)",
 		func(c *node.Config) string { return c.AuthService },
 		func(c *node.Config, v string) error { c.AuthService = v; return nil }},
+	{"webhook-allow-cidrs", "address ranges webhooks may reach despite the egress policy (which refuses loopback, private and link-local), comma separated",
+		func(c *node.Config) string { return strings.Join(c.WebhookAllowCIDRs, ",") },
+		func(c *node.Config, v string) error { c.WebhookAllowCIDRs = splitList(v); return nil }},
+	{"webhook-max-failures", "disable a webhook after this many consecutive failed deliveries (0: never)",
+		func(c *node.Config) string { return strconv.Itoa(c.WebhookMaxFailures) },
+		func(c *node.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			c.WebhookMaxFailures = n
+			return nil
+		}},
 	{"log-level", "debug, info, warn or error",
 		func(c *node.Config) string { return c.LogLevel },
 		func(c *node.Config, v string) error { c.LogLevel = v; return nil }},
@@ -127,7 +159,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.String("config", "", "YAML config file (env "+envName("config")+")")
 	for _, s := range serveSettings {
-		f.String(s.flag, s.get(&def), s.usage+" (env "+envName(s.flag)+")")
+		addSettingFlag(f, s, s.get(&def), s.usage+" (env "+envName(s.flag)+")")
 	}
 	return cmd
 }
@@ -153,7 +185,7 @@ func loadServeConfig(flags *pflag.FlagSet) (node.Config, error) {
 			}
 		}
 		if flags.Changed(s.flag) {
-			v, _ := flags.GetString(s.flag)
+			v := settingFlag(flags, s.flag)
 			if err := s.set(&cfg, v); err != nil {
 				return cfg, usageError{fmt.Errorf("--%s: %w", s.flag, err)}
 			}

@@ -144,11 +144,7 @@ func newTokenCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			asJSON, err := o.asJSON()
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
+			c, asJSON, err := f.clientFor(o)
 			if err != nil {
 				return err
 			}
@@ -175,60 +171,38 @@ func newTokenCreateCmd() *cobra.Command {
 }
 
 func newTokenLsCmd() *cobra.Command {
-	var (
-		f    apiFlags
-		o    output
-		user string
-	)
-	cmd := &cobra.Command{
+	var user string
+	cmd := showCmd(&cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List your access tokens (never their secrets)",
 		Args:    exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
+	}, nil, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		path := "/api/v1/access-tokens"
+		if user != "" {
+			path += "?username=" + url.QueryEscape(user)
+		}
+		toks, err := listAll[tokenView](cmd.Context(), c, path, 0)
+		return shown{toks, []string{"UUID", "LABEL", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "ACTIVE"}, func() [][]string {
+			rows := make([][]string, len(toks))
+			for i, t := range toks {
+				rows[i] = []string{t.UUID, orDash(t.Label), strings.Join(t.Scopes, ","), when(t.CreatedAt),
+					whenPtr(t.ExpiresAt, "never"), whenPtr(t.LastUsed, "-"), yesNo(t.IsActive)}
 			}
-			path := "/api/v1/access-tokens"
-			if user != "" {
-				path += "?username=" + url.QueryEscape(user)
-			}
-			toks, err := listAll[tokenView](cmd.Context(), c, path, 0)
-			if err != nil {
-				return err
-			}
-			return show(cmd, o, toks, []string{"UUID", "LABEL", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "ACTIVE"}, func() [][]string {
-				rows := make([][]string, len(toks))
-				for i, t := range toks {
-					rows[i] = []string{t.UUID, orDash(t.Label), strings.Join(t.Scopes, ","), when(t.CreatedAt),
-						whenPtr(t.ExpiresAt, "never"), whenPtr(t.LastUsed, "-"), yesNo(t.IsActive)}
-				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
+			return rows
+		}}, err
+	})
 	cmd.Flags().StringVar(&user, "user", "", "list another user's tokens (administrators only)")
 	return cmd
 }
 
 func newTokenRmCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:     "rm UUID",
 		Aliases: []string{"remove", "revoke", "delete"},
 		Short:   "Revoke an access token",
 		Args:    exactArgs(1, "one token UUID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, "/api/v1/access-tokens/"+url.PathEscape(args[0]), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodDelete, path: "/api/v1/access-tokens/" + url.PathEscape(args[0])}, nil
+	})
 }

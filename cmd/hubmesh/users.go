@@ -21,6 +21,17 @@ func (f *apiFlags) add(cmd *cobra.Command) { addServerFlag(cmd, &f.server) }
 
 func (f *apiFlags) client() (*apiClient, error) { return newAPIClient(f.server) }
 
+// clientFor is client for a command that prints JSON or a name: it checks
+// --format first, and reports whether JSON was asked for.
+func (f *apiFlags) clientFor(o output) (*apiClient, bool, error) {
+	asJSON, err := o.asJSON()
+	if err != nil {
+		return nil, false, err
+	}
+	c, err := f.client()
+	return c, asJSON, err
+}
+
 // maxListPages bounds how many pages a listing follows.
 const maxListPages = 10000
 
@@ -75,6 +86,81 @@ func nextPage(raw []byte) (string, error) {
 func printName(cmd *cobra.Command, name string) error {
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), name)
 	return err
+}
+
+// apiRequest is the one request of a command that shows no answer.
+type apiRequest struct {
+	method, path string
+	body         any
+	// echo prints the first argument once the request succeeds: what a
+	// create command made.
+	echo bool
+}
+
+// requestCmd completes cmd, a command that makes one API request and shows
+// no answer: it adds --server, and its RunE has req make the request of the
+// arguments and flags (refusing bad ones before the client is made of
+// --server), then sends it.
+func requestCmd(cmd *cobra.Command, req func(cmd *cobra.Command, args []string) (apiRequest, error)) *cobra.Command {
+	var f apiFlags
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		r, err := req(cmd, args)
+		if err != nil {
+			return err
+		}
+		c, err := f.client()
+		if err != nil {
+			return err
+		}
+		if err := c.do(cmd.Context(), r.method, r.path, r.body, nil); err != nil {
+			return err
+		}
+		if r.echo {
+			return printName(cmd, args[0])
+		}
+		return nil
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// shown is what a reading command prints: v as JSON, or the table rows
+// makes of it under header.
+type shown struct {
+	v      any
+	header []string
+	rows   func() [][]string
+}
+
+// showCmd completes cmd, a command that reads from the API and prints what
+// it read as a table or JSON: it adds --server and the output flags, and
+// its RunE runs check (when not nil) to refuse bad arguments and flags
+// before the client is made of --server, then read.
+func showCmd(cmd *cobra.Command, check func(cmd *cobra.Command, args []string) error,
+	read func(cmd *cobra.Command, c *apiClient, args []string) (shown, error)) *cobra.Command {
+	var (
+		f apiFlags
+		o output
+	)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if check != nil {
+			if err := check(cmd, args); err != nil {
+				return err
+			}
+		}
+		c, err := f.client()
+		if err != nil {
+			return err
+		}
+		s, err := read(cmd, c, args)
+		if err != nil {
+			return err
+		}
+		return show(cmd, o, s.v, s.header, s.rows)
+	}
+	f.add(cmd)
+	addOutputFlags(cmd, &o)
+	return cmd
 }
 
 func newUserCmd() *cobra.Command {
@@ -166,79 +252,42 @@ func userRows(us []userView) [][]string {
 var userHeader = []string{"USERNAME", "ADMIN", "ACTIVE", "EMAIL", "ORGS", "JOINED"}
 
 func newUserLsCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List users (administrators only)",
 		Args:    exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			us, err := listAll[userView](cmd.Context(), c, "/api/v1/users", 0)
-			if err != nil {
-				return err
-			}
-			return show(cmd, o, us, userHeader, func() [][]string { return userRows(us) })
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+	}, nil, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		us, err := listAll[userView](cmd.Context(), c, "/api/v1/users", 0)
+		return shown{us, userHeader, func() [][]string { return userRows(us) }}, err
+	})
 }
 
 func newUserShowCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "show [NAME]",
 		Short: "Show a user; without NAME, the one the credentials belong to",
 		Args:  rangeArgs(0, 1, "at most one user name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			path := "/api/v1/user"
-			if len(args) == 1 {
-				path = "/api/v1/users/" + url.PathEscape(args[0])
-			}
-			var u userView
-			if err := c.do(cmd.Context(), http.MethodGet, path, nil, &u); err != nil {
-				return err
-			}
-			return show(cmd, o, u, userHeader, func() [][]string { return userRows([]userView{u}) })
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+	}, nil, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		path := "/api/v1/user"
+		if len(args) == 1 {
+			path = "/api/v1/users/" + url.PathEscape(args[0])
+		}
+		var u userView
+		err := c.do(cmd.Context(), http.MethodGet, path, nil, &u)
+		return shown{u, userHeader, func() [][]string { return userRows([]userView{u}) }}, err
+	})
 }
 
 func newUserRmCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:     "rm NAME",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Delete a user, its tokens and every repository in its namespace",
 		Args:    exactArgs(1, "one user name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, "/api/v1/users/"+url.PathEscape(args[0]), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodDelete, path: "/api/v1/users/" + url.PathEscape(args[0])}, nil
+	})
 }
 
 // userUpdateRequest is the body of PATCH /api/v1/users/{name}.
@@ -297,25 +346,17 @@ func newUserPasswdCmd() *cobra.Command {
 }
 
 func newUserDisableCmd(verb string, disable bool) *cobra.Command {
-	var f apiFlags
 	short := "Disable a user: every credential of theirs is refused until enabled again"
 	if !disable {
 		short = "Enable a disabled user"
 	}
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:   verb + " NAME",
 		Short: short,
 		Args:  exactArgs(1, "one user name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodPatch, "/api/v1/users/"+url.PathEscape(args[0]), userUpdateRequest{Disabled: &disable}, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodPatch, path: "/api/v1/users/" + url.PathEscape(args[0]), body: userUpdateRequest{Disabled: &disable}}, nil
+	})
 }
 
 // orgView is an organization as the API shows it.
@@ -331,76 +372,42 @@ func newOrgCmd() *cobra.Command {
 }
 
 func newOrgCreateCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an organization; you become a member of its owners team",
 		Args:  exactArgs(1, "one organization name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/orgs", map[string]string{"orgname": args[0]}, nil); err != nil {
-				return err
-			}
-			return printName(cmd, args[0])
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodPost, path: "/api/v1/orgs", body: map[string]string{"orgname": args[0]}, echo: true}, nil
+	})
 }
 
 func newOrgLsCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List organizations",
 		Args:    exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
+	}, nil, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		orgs, err := listAll[orgView](cmd.Context(), c, "/api/v1/orgs", 0)
+		return shown{orgs, []string{"ORG", "OWNER", "CREATED"}, func() [][]string {
+			rows := make([][]string, len(orgs))
+			for i, g := range orgs {
+				rows[i] = []string{g.Orgname, orDash(g.Owner), when(g.DateJoined)}
 			}
-			orgs, err := listAll[orgView](cmd.Context(), c, "/api/v1/orgs", 0)
-			if err != nil {
-				return err
-			}
-			return show(cmd, o, orgs, []string{"ORG", "OWNER", "CREATED"}, func() [][]string {
-				rows := make([][]string, len(orgs))
-				for i, g := range orgs {
-					rows[i] = []string{g.Orgname, orDash(g.Owner), when(g.DateJoined)}
-				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+			return rows
+		}}, err
+	})
 }
 
 func newOrgRmCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:     "rm NAME",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Delete an organization, its teams and every repository in it",
 		Args:    exactArgs(1, "one organization name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, "/api/v1/orgs/"+url.PathEscape(args[0]), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodDelete, path: "/api/v1/orgs/" + url.PathEscape(args[0])}, nil
+	})
 }
 
 // splitTeam reads ORG/TEAM.
@@ -429,6 +436,26 @@ func teamRepo(org, repo string) (string, error) {
 	return repo, nil
 }
 
+// teamArg refuses a first argument that is not ORG/TEAM.
+func teamArg(_ *cobra.Command, args []string) error {
+	_, _, err := splitTeam(args[0])
+	return err
+}
+
+// grantPath is the API path of the permission that ORG/TEAM REPO (the
+// first two arguments) names.
+func grantPath(args []string) (string, error) {
+	org, team, err := splitTeam(args[0])
+	if err != nil {
+		return "", err
+	}
+	repo, err := teamRepo(org, args[1])
+	if err != nil {
+		return "", err
+	}
+	return teamPath(org, team) + "/permissions/" + escapePath(repo), nil
+}
+
 func newTeamCmd() *cobra.Command {
 	return groupCmd("team", "Manage the teams of organizations, their members and repository permissions",
 		newTeamCreateCmd(), newTeamLsCmd(), newTeamShowCmd(), newTeamRmCmd(),
@@ -438,69 +465,43 @@ func newTeamCmd() *cobra.Command {
 }
 
 func newTeamCreateCmd() *cobra.Command {
-	var (
-		f    apiFlags
-		desc string
-	)
-	cmd := &cobra.Command{
+	var desc string
+	cmd := requestCmd(&cobra.Command{
 		Use:   "create ORG/TEAM",
 		Short: "Create a team (organization owners only)",
 		Args:  exactArgs(1, "one ORG/TEAM"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			org, team, err := splitTeam(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			body := map[string]string{"name": team}
-			if desc != "" {
-				body["description"] = desc
-			}
-			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/orgs/"+url.PathEscape(org)+"/teams", body, nil); err != nil {
-				return err
-			}
-			return printName(cmd, org+"/"+team)
-		},
-	}
-	f.add(cmd)
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		org, team, err := splitTeam(args[0])
+		if err != nil {
+			return apiRequest{}, err
+		}
+		body := map[string]string{"name": team}
+		if desc != "" {
+			body["description"] = desc
+		}
+		// echo prints ORG/TEAM: splitTeam took exactly that.
+		return apiRequest{method: http.MethodPost, path: "/api/v1/orgs/" + url.PathEscape(org) + "/teams", body: body, echo: true}, nil
+	})
 	cmd.Flags().StringVar(&desc, "description", "", "what the team is for")
 	return cmd
 }
 
 func newTeamLsCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:     "ls ORG",
 		Aliases: []string{"list"},
 		Short:   "List the teams of an organization",
 		Args:    exactArgs(1, "one organization name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
+	}, nil, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		teams, err := listAll[hubmesh.Team](cmd.Context(), c, "/api/v1/orgs/"+url.PathEscape(args[0])+"/teams", 0)
+		return shown{teams, []string{"TEAM", "MEMBERS", "DESCRIPTION"}, func() [][]string {
+			rows := make([][]string, len(teams))
+			for i, tm := range teams {
+				rows[i] = []string{args[0] + "/" + tm.Name, orDash(strings.Join(tm.Members, ",")), orDash(tm.Description)}
 			}
-			teams, err := listAll[hubmesh.Team](cmd.Context(), c, "/api/v1/orgs/"+url.PathEscape(args[0])+"/teams", 0)
-			if err != nil {
-				return err
-			}
-			return show(cmd, o, teams, []string{"TEAM", "MEMBERS", "DESCRIPTION"}, func() [][]string {
-				rows := make([][]string, len(teams))
-				for i, tm := range teams {
-					rows[i] = []string{args[0] + "/" + tm.Name, orDash(strings.Join(tm.Members, ",")), orDash(tm.Description)}
-				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+			return rows
+		}}, err
+	})
 }
 
 // teamDetail is what `team show` prints.
@@ -516,147 +517,82 @@ type grantView struct {
 }
 
 func newTeamShowCmd() *cobra.Command {
-	var (
-		f apiFlags
-		o output
-	)
-	cmd := &cobra.Command{
+	return showCmd(&cobra.Command{
 		Use:   "show ORG/TEAM",
 		Short: "Show a team: its members and the repositories it has permissions on",
 		Args:  exactArgs(1, "one ORG/TEAM"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			org, team, err := splitTeam(args[0])
-			if err != nil {
-				return err
+	}, teamArg, func(cmd *cobra.Command, c *apiClient, args []string) (shown, error) {
+		org, team, _ := splitTeam(args[0])
+		var d teamDetail
+		if err := c.do(cmd.Context(), http.MethodGet, teamPath(org, team), nil, &d.Team); err != nil {
+			return shown{}, err
+		}
+		var err error
+		d.Permissions, err = listAll[grantView](cmd.Context(), c, teamPath(org, team)+"/permissions", 0)
+		return shown{d, []string{"KIND", "NAME", "PERMISSION"}, func() [][]string {
+			var rows [][]string
+			for _, m := range d.Members {
+				rows = append(rows, []string{"member", m, "-"})
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
+			for _, g := range d.Permissions {
+				rows = append(rows, []string{"repository", g.Repository, g.Permission.String()})
 			}
-			var d teamDetail
-			if err := c.do(cmd.Context(), http.MethodGet, teamPath(org, team), nil, &d.Team); err != nil {
-				return err
-			}
-			if d.Permissions, err = listAll[grantView](cmd.Context(), c, teamPath(org, team)+"/permissions", 0); err != nil {
-				return err
-			}
-			return show(cmd, o, d, []string{"KIND", "NAME", "PERMISSION"}, func() [][]string {
-				var rows [][]string
-				for _, m := range d.Members {
-					rows = append(rows, []string{"member", m, "-"})
-				}
-				for _, g := range d.Permissions {
-					rows = append(rows, []string{"repository", g.Repository, g.Permission.String()})
-				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
-	addOutputFlags(cmd, &o)
-	return cmd
+			return rows
+		}}, err
+	})
 }
 
 func newTeamRmCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:     "rm ORG/TEAM",
 		Aliases: []string{"delete"},
 		Short:   "Delete a team (not the owners team)",
 		Args:    exactArgs(1, "one ORG/TEAM"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			org, team, err := splitTeam(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, teamPath(org, team), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		org, team, err := splitTeam(args[0])
+		return apiRequest{method: http.MethodDelete, path: teamPath(org, team)}, err
+	})
 }
 
 func newTeamMemberCmd(verb, method, short string) *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:   verb + " ORG/TEAM USER",
 		Short: short,
 		Args:  exactArgs(2, "ORG/TEAM and a user name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			org, team, err := splitTeam(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), method, teamPath(org, team)+"/members/"+url.PathEscape(args[1]), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		org, team, err := splitTeam(args[0])
+		return apiRequest{method: method, path: teamPath(org, team) + "/members/" + url.PathEscape(args[1])}, err
+	})
 }
 
 func newTeamGrantCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:   "grant ORG/TEAM REPO read|write|admin",
 		Short: "Give a team a permission on a repository of its organization",
 		Long: "Give a team a permission on one repository of its organization: read (pull),\n" +
 			"write (pull and push) or admin (also delete and settings). REPO is ORG/NAME or NAME.",
 		Example: "  hubmesh team grant acme/dev acme/api write",
 		Args:    exactArgs(3, "ORG/TEAM, a repository and a permission"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			org, team, err := splitTeam(args[0])
-			if err != nil {
-				return err
-			}
-			repo, err := teamRepo(org, args[1])
-			if err != nil {
-				return err
-			}
-			perm, err := hubmesh.ParsePermission(args[2])
-			if err != nil || perm == hubmesh.PermNone {
-				return usageError{fmt.Errorf("permission %q: want read, write or admin (team revoke takes one away)", args[2])}
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodPut, teamPath(org, team)+"/permissions/"+escapePath(repo), map[string]string{"permission": perm.String()}, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		path, err := grantPath(args)
+		if err != nil {
+			return apiRequest{}, err
+		}
+		perm, err := hubmesh.ParsePermission(args[2])
+		if err != nil || perm == hubmesh.PermNone {
+			return apiRequest{}, usageError{fmt.Errorf("permission %q: want read, write or admin (team revoke takes one away)", args[2])}
+		}
+		return apiRequest{method: http.MethodPut, path: path, body: map[string]string{"permission": perm.String()}}, nil
+	})
 }
 
 func newTeamRevokeCmd() *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
+	return requestCmd(&cobra.Command{
 		Use:   "revoke ORG/TEAM REPO",
 		Short: "Take away a team's permission on a repository",
 		Args:  exactArgs(2, "ORG/TEAM and a repository"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			org, team, err := splitTeam(args[0])
-			if err != nil {
-				return err
-			}
-			repo, err := teamRepo(org, args[1])
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, teamPath(org, team)+"/permissions/"+escapePath(repo), nil, nil)
-		},
-	}
-	f.add(cmd)
-	return cmd
+	}, func(_ *cobra.Command, args []string) (apiRequest, error) {
+		path, err := grantPath(args)
+		return apiRequest{method: http.MethodDelete, path: path}, err
+	})
 }
