@@ -144,7 +144,18 @@ type Repository struct {
 	// PullCount counts manifest GETs, aggregated per node and flushed in
 	// batches: close to right across the cluster, never exact.
 	PullCount int64 `json:"pull_count"`
+	// Source names where the content comes from when the node fills the
+	// repository itself: "upstream:NAME" (pull-through cache) or
+	// "federation:NAME" (another mesh). Empty for repositories pushed to.
+	// Only CreateRepository sets it; settings changes keep it.
+	Source string `json:"source,omitempty"`
 }
+
+// Repository sources: the prefix of Repository.Source and what follows it.
+const (
+	SourceUpstream   = "upstream:"
+	SourceFederation = "federation:"
+)
 
 // RepositoryUpdate changes some settings of a repository; nil fields stay.
 type RepositoryUpdate struct {

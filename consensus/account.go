@@ -950,7 +950,7 @@ func (c *CreateRepository) apply(tx *txn) (any, error) {
 	}
 	rec := repoRecord{
 		Created: r.Created, Updated: r.Updated, IsPrivate: r.IsPrivate,
-		Description: r.Description, FullDescription: r.FullDescription,
+		Description: r.Description, FullDescription: r.FullDescription, Source: r.Source,
 	}
 	tx.setJSON(repoKey(r.Name), rec)
 	tx.addCount(keyCountRepos, 1)

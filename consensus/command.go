@@ -301,7 +301,10 @@ type LinkBlobs struct {
 	Repo  string               `json:"repo"`
 	Blobs []hubmesh.Descriptor `json:"blobs"`
 	// Node is the ID of the node that stored the content; it is added to
-	// each blob's replicas.
+	// each blob's replicas. Empty links blobs that no node holds yet: a
+	// pull-through cache links the blobs of a manifest it fetched before
+	// their content arrives, and records each holder with AddReplica once
+	// the content is stored. A new blob record then has no replicas.
 	Node string `json:"node"`
 }
 
@@ -438,7 +441,7 @@ func (c *LinkBlobs) validate() error {
 	if err := checkRepo(c.Repo); err != nil {
 		return err
 	}
-	if err := checkNode(c.Node, true); err != nil {
+	if err := checkNode(c.Node, false); err != nil {
 		return err
 	}
 	if len(c.Blobs) == 0 {

@@ -38,6 +38,9 @@ type repoRecord struct {
 	IsAutomated bool  `json:"is_automated,omitempty"`
 	StarCount   int64 `json:"star_count,omitempty"`
 	PullCount   int64 `json:"pull_count,omitempty"`
+	// Source is set by CreateRepository for repositories a node fills
+	// itself (pull-through cache, federation).
+	Source string `json:"source,omitempty"`
 }
 
 // updated is Updated, or Created in a record that has no Updated.
@@ -55,7 +58,7 @@ func (rec *repoRecord) repository(repo string) hubmesh.Repository {
 		Description: rec.Description, FullDescription: rec.FullDescription,
 		Created: rec.Created, Updated: rec.updated(),
 		IsOfficial: rec.IsOfficial, IsAutomated: rec.IsAutomated,
-		StarCount: rec.StarCount, PullCount: rec.PullCount,
+		StarCount: rec.StarCount, PullCount: rec.PullCount, Source: rec.Source,
 	}
 }
 

@@ -276,7 +276,7 @@ func TestFSMRejectionsWriteNothing(t *testing.T) {
 		{"delete unknown tag", &DeleteTag{Repo: "alice/app", Tag: "nope"}, hubmesh.ErrManifestUnknown, "nope"},
 		{"link size conflict", &LinkBlobs{Repo: "bob/app", Blobs: []hubmesh.Descriptor{{Digest: layer.Digest, Size: 999}}, Node: "n1"}, hubmesh.ErrSizeInvalid, ""},
 		{"link size conflict in batch", &LinkBlobs{Repo: "bob/app", Blobs: []hubmesh.Descriptor{other, {Digest: other.Digest, Size: 1}}, Node: "n1"}, hubmesh.ErrSizeInvalid, ""},
-		{"link without node", &LinkBlobs{Repo: "bob/app", Blobs: []hubmesh.Descriptor{other}}, hubmesh.ErrInvalid, ""},
+		{"link with too long node", &LinkBlobs{Repo: "bob/app", Blobs: []hubmesh.Descriptor{other}, Node: strings.Repeat("n", maxNodeLen+1)}, hubmesh.ErrInvalid, ""},
 		{"link nothing", &LinkBlobs{Repo: "bob/app", Node: "n1"}, hubmesh.ErrInvalid, ""},
 		{"link bad digest", &LinkBlobs{Repo: "bob/app", Blobs: []hubmesh.Descriptor{{Digest: "sha256:zz"}}, Node: "n1"}, hubmesh.ErrInvalid, ""},
 		{"mount from repo without link", &MountBlob{Repo: "bob/app", From: "carol/app", Digest: layer.Digest, Node: "n2"}, hubmesh.ErrBlobUnknown, ""},
@@ -399,6 +399,49 @@ func TestFSMReferrers(t *testing.T) {
 	}
 	if got, err := h.f.referrers("nobody/app", subject.Digest, ""); err != nil || got == nil || len(got) != 0 {
 		t.Fatalf("referrers of unknown repo = %#v, %v; want empty", got, err)
+	}
+}
+
+// TestFSMLinkBlobsWithoutHolder covers the pull-through cache: blobs are
+// linked before any node holds them (no replica), the manifest that needs
+// them is accepted, and AddReplica records the holder once the content
+// arrives. A link without a holder never drops a holder already recorded.
+func TestFSMLinkBlobsWithoutHolder(t *testing.T) {
+	h := newFSM(t)
+	h.mustApply(&SetMember{Member: Member{ID: "n1", HTTP: "http://n1:5000", Role: RoleVoter}})
+	layer, cfg := blobDesc("cached layer"), blobDesc("cached config")
+	h.mustApply(&LinkBlobs{Repo: "library/alpine", Blobs: []hubmesh.Descriptor{layer, cfg, layer}})
+
+	for _, d := range []hubmesh.Descriptor{layer, cfg} {
+		if got, err := h.f.statBlob("library/alpine", d.Digest); err != nil || got.Digest != d.Digest || got.Size != d.Size {
+			t.Fatalf("stat %s = %+v, %v", d.Digest, got, err)
+		}
+		info, err := h.f.blob(d.Digest)
+		if err != nil || info.Size != d.Size || len(info.Replicas) != 0 {
+			t.Fatalf("blob %s = %+v, %v; want a record with no replicas", d.Digest, info, err)
+		}
+	}
+	if _, _, blobs, err := h.f.counts(); err != nil || blobs != 2 {
+		t.Fatalf("blob count = %d, %v; want 2", blobs, err)
+	}
+	h.mustApply(&PutManifest{Manifest: *imageManifest("library/alpine", "v1", cfg, layer), Tags: []string{"latest"}})
+
+	// The cache fetched the layer: n1 holds it now.
+	h.mustApply(&AddReplica{Digest: layer.Digest, Size: layer.Size, Node: "n1"})
+	if info, _ := h.f.blob(layer.Digest); strings.Join(info.Replicas, ",") != "n1" {
+		t.Fatalf("replicas after AddReplica = %v, want n1", info.Replicas)
+	}
+	// Linking again without a holder (another tag of the same image)
+	// keeps the holder and the count.
+	h.mustApply(&LinkBlobs{Repo: "library/alpine", Blobs: []hubmesh.Descriptor{layer}})
+	if info, _ := h.f.blob(layer.Digest); strings.Join(info.Replicas, ",") != "n1" {
+		t.Fatalf("replicas after a holderless link = %v, want n1", info.Replicas)
+	}
+	if _, _, blobs, _ := h.f.counts(); blobs != 2 {
+		t.Fatalf("blob count = %d, want 2", blobs)
+	}
+	if info, _ := h.f.blob(cfg.Digest); len(info.Replicas) != 0 {
+		t.Fatalf("config replicas = %v, want none", info.Replicas)
 	}
 }
 

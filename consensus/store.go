@@ -230,6 +230,15 @@ func (n *Node) LinkBlobs(ctx context.Context, repo string, descs []hubmesh.Descr
 	return err
 }
 
+// LinkUnheldBlobs links blobs whose content no node holds yet into repo,
+// recording no replica: a pull-through cache links the blobs of a manifest
+// before it fetches them, and records each holder with AddReplica once the
+// content is stored, so that no member asks a node for content it lacks.
+func (n *Node) LinkUnheldBlobs(ctx context.Context, repo string, descs []hubmesh.Descriptor) error {
+	_, err := n.Apply(ctx, &LinkBlobs{Repo: repo, Blobs: descs})
+	return err
+}
+
 // MountBlob links d into repo from repository from, or from any repository
 // holding it when from is empty, and returns the linked descriptor. It
 // records this node as a replica only when Config.Local reports that the

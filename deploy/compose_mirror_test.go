@@ -81,8 +81,9 @@ func TestComposeMirror(t *testing.T) {
 	// A docker push to the mirror fails. The image is v1 retagged, so its
 	// blobs are there and the push reaches the manifest, which is refused.
 	// The docker CLI shows no body of a 5xx answer (the distribution
-	// client reads error bodies of 4xx only), just the status line: the
-	// reason is checked on the same request sent directly.
+	// client reads error bodies of 4xx only), just the status line, so the
+	// node puts the reason there ("503 Offline (no raft leader: ...)");
+	// the body is checked on the same request sent directly.
 	ref := maddr + "/" + v1.repoTag
 	refused := maddr + "/acme/app:v1-cut"
 	t.Cleanup(func() {
@@ -97,8 +98,8 @@ func TestComposeMirror(t *testing.T) {
 	if err == nil {
 		t.Fatalf("docker push to the offline mirror succeeded: %s", out)
 	}
-	if !strings.Contains(err.Error(), "503") {
-		t.Fatalf("docker push to the offline mirror: %v; want 503", err)
+	if !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "offline from its cluster") {
+		t.Fatalf("docker push to the offline mirror: %v; want 503 with the offline reason", err)
 	}
 	t.Logf("docker push to the offline mirror: %v", err)
 	c.dockerRun("image", "rm", ref, refused)

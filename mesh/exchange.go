@@ -172,6 +172,7 @@ func NewExchange(ctx context.Context, host *Host, store *Store, cfg ExchangeConf
 		bitswap.WithWantHaveReplaceSize(min(64<<10, cfg.ChunkSize/2)),
 		bitswap.MaxQueuedWantlistEntriesPerPeer(serverQueuedWants),
 	)
+	host.Handle(swarmProtocol, e.serveSwarm)
 	return e, nil
 }
 
@@ -182,6 +183,7 @@ func (e *Exchange) Close() error {
 		e.mu.Lock()
 		e.closed = true
 		e.mu.Unlock()
+		e.host.Handle(swarmProtocol, nil)
 		e.cancel()
 		e.wg.Wait()
 		e.closeErr = errors.Join(e.bs.Close(), e.index.close())

@@ -59,6 +59,11 @@ type transfer struct {
 	err     error // why the transfer failed
 	users   int   // readers and Replicate callers
 	refs    int   // holders of f: run, readers, chunk reads in progress
+	// fetchers are the nodes fetching the blob at once, this one
+	// included, sorted (see swarm.go); empty until the fetch starts.
+	fetchers []peer.ID
+	// viaHolders marks the chunks asked from the holders (bitswap).
+	viaHolders []bool
 }
 
 type transferState int
@@ -240,6 +245,7 @@ func (t *transfer) start() error {
 	t.mu.Lock()
 	t.list, t.rootData, t.f, t.tmpPath = l, blk.RawData(), f, f.Name()
 	t.written = make([]bool, len(l.sums))
+	t.viaHolders = make([]bool, len(l.sums))
 	t.mu.Unlock()
 	t.sess = sess
 	e.bstore.addLive(t)
@@ -302,9 +308,14 @@ func (t *transfer) fetch() error {
 		order[i] = l.chunkCID(i)
 	}
 	hl := chunkHeaderLen(l.alg)
+	// Learn which other nodes fetch this blob now (see swarm.go).
+	t.join()
+	self := e.host.h.ID()
 
 	ctx, cancel := context.WithCancel(t.ctx)
 	got := make(chan blocks.Block, e.cfg.MaxWantsInFlight)
+	// Each chunk is asked from a fellow at most once: room for all.
+	fromFellows := make(chan fellowChunk, len(order))
 	var forwarders sync.WaitGroup
 	defer func() {
 		cancel()
@@ -320,18 +331,84 @@ func (t *transfer) fetch() error {
 	batch := min(window, wantBatch)
 	// mayAsk: a chunk arrived since the last request (or none was made).
 	next, inflight, remaining, mayAsk := 0, 0, len(order), true
+	var queued, retry []int // for the holders: planned; refused by a fellow
+	perFellow := make(map[peer.ID]int)
 	unsynced := 0
 	stall := time.NewTimer(e.cfg.StallTimeout)
 	defer stall.Stop()
+	// accept checks chunk b (its CID was computed from its bytes, by
+	// bitswap or here) and writes it.
+	accept := func(b blocks.Block) error {
+		_, name, _ := chunkSumOf(b.Cid())
+		i, ok := at[name]
+		if !ok {
+			return nil // not ours, or a duplicate already written
+		}
+		// Its bytes continue the chain from the state in its header. That
+		// state must be the one the list has before chunk i.
+		data := b.RawData()
+		if len(data) < hl || !bytes.Equal(data[:hl], l.header(i)) {
+			return fmt.Errorf("fetch %s: chunk %d does not continue the chunk list's chain: %w", t.d, i, hubmesh.ErrDigestMismatch)
+		}
+		delete(at, name)
+		inflight--
+		remaining--
+		mayAsk = true
+		if err := t.write(i, data[hl:]); err != nil {
+			return err
+		}
+		// Start writing the chunks to disk as they come (every
+		// writebackEvery bytes), so that the fsync before install finds
+		// little left to do.
+		if unsynced += len(data) - hl; unsynced >= writebackEvery {
+			startWriteback(t.f)
+			unsynced = 0
+		}
+		// Peers that asked this node for the chunk get it now.
+		if err := e.bs.Server.NotifyNewBlocks(ctx, b); err != nil {
+			e.logger.Debug("notify new block", "cid", b.Cid(), "err", err)
+		}
+		stall.Reset(e.cfg.StallTimeout)
+		return nil
+	}
 	for remaining > 0 {
-		if free, left := window-inflight, len(order)-next; mayAsk && left > 0 && (free >= batch || free >= left) {
-			keys := order[next : next+min(batch, left)]
+		// Plan the next chunks in blob order: those this node owns go to
+		// the holders, the others to the fellow that owns them.
+		for len(queued) < batch {
+			if len(retry) > 0 {
+				queued = append(queued, retry[0])
+				retry = retry[1:]
+				continue
+			}
+			if next >= len(order) || inflight >= window {
+				break
+			}
+			i, owner := next, t.owner(next)
+			if owner != self {
+				if perFellow[owner] >= swarmPerFellow {
+					break
+				}
+				perFellow[owner]++
+				forwarders.Go(func() { fromFellows <- t.askFellow(ctx, owner, i) })
+			} else {
+				queued = append(queued, i)
+			}
+			next++
+			inflight++
+		}
+		if mayAsk && len(queued) > 0 {
+			keys := make([]cid.Cid, len(queued))
+			t.mu.Lock()
+			for j, i := range queued {
+				keys[j] = order[i]
+				t.viaHolders[i] = true
+			}
+			t.mu.Unlock()
+			queued = queued[:0]
 			ch, err := t.sess.GetBlocks(ctx, keys)
 			if err != nil {
 				return fmt.Errorf("fetch %s: %w: %w", t.d, hubmesh.ErrUnavailable, err)
 			}
-			next += len(keys)
-			inflight += len(keys)
 			mayAsk = false
 			forwarders.Go(func() {
 				for b := range ch {
@@ -346,37 +423,38 @@ func (t *transfer) fetch() error {
 		}
 		select {
 		case b := <-got:
-			_, name, _ := chunkSumOf(b.Cid())
-			i, ok := at[name]
-			if !ok {
-				continue // not ours, or a duplicate already written
-			}
-			// bitswap computed the CID from the block: its bytes continue
-			// the chain from the state in its header. That state must be
-			// the one the list has before chunk i.
-			data := b.RawData()
-			if len(data) < hl || !bytes.Equal(data[:hl], l.header(i)) {
-				return fmt.Errorf("fetch %s: chunk %d does not continue the chunk list's chain: %w", t.d, i, hubmesh.ErrDigestMismatch)
-			}
-			delete(at, name)
-			inflight--
-			remaining--
-			mayAsk = true
-			if err := t.write(i, data[hl:]); err != nil {
+			if err := accept(b); err != nil {
 				return err
 			}
-			// Start writing the chunks to disk as they come (every
-			// writebackEvery bytes), so that the fsync before install
-			// finds little left to do.
-			if unsynced += len(data) - hl; unsynced >= writebackEvery {
-				startWriteback(t.f)
-				unsynced = 0
+		case fc := <-fromFellows:
+			perFellow[fc.from]--
+			if _, ok := at[l.sums[fc.i]]; !ok {
+				continue // arrived otherwise
 			}
-			// Peers that asked this node for the chunk get it now.
-			if err := e.bs.Server.NotifyNewBlocks(ctx, b); err != nil {
-				e.logger.Debug("notify new block", "cid", b.Cid(), "err", err)
+			err := fc.err
+			var b blocks.Block
+			if err == nil {
+				// Checked here as bitswap checks what it receives: the
+				// bytes must hash, from the state in their header, to
+				// the chunk's name.
+				if len(fc.data) < hl || string(chainSum(l.alg, fc.data)) != l.sums[fc.i] {
+					err = fmt.Errorf("chunk %d does not match its CID: %w", fc.i, hubmesh.ErrDigestMismatch)
+				} else {
+					b, err = blocks.NewBlockWithCid(fc.data, order[fc.i])
+				}
 			}
-			stall.Reset(e.cfg.StallTimeout)
+			if err != nil {
+				if !errors.Is(err, hubmesh.ErrNotFound) {
+					e.logger.Debug("chunk from fellow fetcher", "blob", t.d, "peer", fc.from, "chunk", fc.i, "err", err)
+					t.dropFellow(fc.from)
+				}
+				retry = append(retry, fc.i)
+				mayAsk = true
+				continue
+			}
+			if err := accept(b); err != nil {
+				return err
+			}
 		case <-stall.C:
 			return fmt.Errorf("fetch %s: no chunk arrived for %s (%d of %d chunks missing): %w",
 				t.d, e.cfg.StallTimeout, remaining, len(order), hubmesh.ErrUnavailable)
@@ -402,15 +480,12 @@ func (t *transfer) write(i int, data []byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.written[i] = true
-	moved := false
 	for t.next < len(t.written) && t.written[t.next] {
 		t.next++
-		moved = true
 	}
-	if moved {
-		t.avail = min(int64(t.next)*t.list.chunkSize, t.size)
-		t.broadcast()
-	}
+	t.avail = min(int64(t.next)*t.list.chunkSize, t.size)
+	// Wake the readers, and the fellows waiting for chunk i.
+	t.broadcast()
 	return nil
 }
 

@@ -62,6 +62,20 @@ type Config struct {
 	// UpstreamTTL is how long a cached tag is served before it is checked
 	// against its upstream again.
 	UpstreamTTL time.Duration `yaml:"upstream_ttl"`
+	// Federate are other meshes (or OCI registries) whose namespaces this
+	// mesh mirrors, as NAME=URL (e.g. hub-a=https://hub-a:5000). The
+	// link's account on the other mesh comes from UpstreamCredentialsFile
+	// under NAME; accounts of the two meshes stay separate.
+	Federate []string `yaml:"federate"`
+	// FederateNamespaces names the namespaces each link mirrors, as
+	// NAME=NS[,NS...]; an element without '=' adds to the name before it.
+	FederateNamespaces []string `yaml:"federate_namespaces"`
+	// FederateSecretFile names a YAML file of webhook secrets, NAME:
+	// secret: a push webhook of the other mesh posted to
+	// /api/v1/federation/NAME/hook must be signed with it.
+	FederateSecretFile string `yaml:"federate_secret_file"`
+	// FederateInterval is how often the leader sweeps every link.
+	FederateInterval time.Duration `yaml:"federate_interval"`
 	// Replicas is the replication factor R: a push is acknowledged once
 	// every blob it references is on min(R, voters) nodes.
 	Replicas int `yaml:"replicas"`
@@ -100,6 +114,7 @@ func Default() Config {
 		Replicas:           2,
 		RepairAfter:        5 * time.Minute,
 		UpstreamTTL:        5 * time.Minute,
+		FederateInterval:   time.Minute,
 		AuthService:        "hubmesh",
 		WebhookMaxFailures: 50,
 		LogLevel:           "info",
@@ -137,8 +152,17 @@ func (c Config) Validate() error {
 	if _, err := parseUpstreams(c.Upstreams); err != nil {
 		errs = append(errs, err)
 	}
-	if c.UpstreamCredentialsFile != "" && len(c.Upstreams) == 0 {
-		errs = append(errs, errors.New("upstream-credentials-file: given without --upstream"))
+	if c.UpstreamCredentialsFile != "" && len(c.Upstreams) == 0 && len(c.Federate) == 0 {
+		errs = append(errs, errors.New("upstream-credentials-file: given without --upstream or --federate"))
+	}
+	if _, err := parseFederation(c.Federate, c.FederateNamespaces, c.Upstreams); err != nil {
+		errs = append(errs, err)
+	}
+	if c.FederateSecretFile != "" && len(c.Federate) == 0 {
+		errs = append(errs, errors.New("federate-secret-file: given without --federate"))
+	}
+	if c.FederateInterval <= 0 {
+		errs = append(errs, fmt.Errorf("federate-interval %s: must be positive", c.FederateInterval))
 	}
 	if c.UpstreamTTL <= 0 {
 		errs = append(errs, fmt.Errorf("upstream-ttl %s: must be positive", c.UpstreamTTL))

@@ -65,6 +65,7 @@ type Node struct {
 	search  *searchIndex
 	pulls   *pullCounter
 	hooks   *hookWorker
+	fed     *federation  // nil without --federate
 	leaders *leaderWatch // how long the node has been without a leader (offline.go)
 
 	// needJoin is set when the node has no state and --join was given.
@@ -189,6 +190,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 	if err != nil {
 		return nil, err
 	}
+	fed, err := newFederation(cfg, n.meta, n.store, logger.With("component", "federation"))
+	if err != nil {
+		return nil, err
+	}
+	var fedHooks registryapi.Federation
+	if fed != nil { // federation.go
+		fed.replicate = n.blobs.replicateSoon
+		fedHooks = fed
+	}
+	n.fed = fed
 	var (
 		ids       registryapi.Identities = n.meta
 		manifests registryapi.Manifests  = actorManifests{durableManifests{Node: n.meta, blobs: n.blobs}}
@@ -237,7 +248,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 	hub, err := registryapi.NewHub(registryapi.HubConfig{
 		Auth: access, Accounts: actorAccounts{n.meta}, Listings: n.meta, Logger: logger.With("component", "api"),
 		Search: n.search, Social: n.meta, Manifests: n.meta, Blobs: n.blobs,
-		Webhooks: n.meta, WebhookURLCheck: eg.checkURL,
+		Webhooks: n.meta, WebhookURLCheck: eg.checkURL, Federation: fedHooks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
@@ -293,6 +304,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.search.Run(gctx) })
 	g.Go(func() error { return n.pulls.Run(gctx) })
 	g.Go(func() error { return n.hooks.Run(gctx) })
+	g.Go(func() error { return n.fed.Run(gctx) })
 	g.Go(func() error { return n.watchLeader(gctx) })
 	g.Go(func() error {
 		policy, _ := parseSyncPolicy(n.cfg.Sync) // checked by Validate

@@ -3,7 +3,11 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -64,7 +68,7 @@ func (n *Node) refuseWritesOffline(h http.Handler) http.Handler {
 		case http.MethodGet, http.MethodHead, http.MethodOptions:
 		default:
 			if leaderless, since := n.leaders.check(); leaderless && since >= offlineGrace && n.ready.Load() {
-				writeUnavailable(w, offlineReason)
+				writeUnavailable(w, r, offlineReason)
 				return
 			}
 		}
@@ -73,8 +77,9 @@ func (n *Node) refuseWritesOffline(h http.Handler) http.Handler {
 }
 
 // writeUnavailable answers 503 with an OCI error body (the Hub API uses
-// the same envelope) and Retry-After.
-func writeUnavailable(w http.ResponseWriter, msg string) {
+// the same envelope) and Retry-After. On HTTP/1.x the reason also goes in
+// the status line (writeReasonStatus), for clients that show only that.
+func writeUnavailable(w http.ResponseWriter, r *http.Request, msg string) {
 	type wireError struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -82,11 +87,66 @@ func writeUnavailable(w http.ResponseWriter, msg string) {
 	body, _ := json.Marshal(struct {
 		Errors []wireError `json:"errors"`
 	}{[]wireError{{Code: "UNAVAILABLE", Message: msg}}})
+	body = append(body, '\n')
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Retry-After", "5")
+	if strings.HasPrefix(r.URL.Path, "/v2/") {
+		h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	}
+	if r.ProtoMajor == 1 && writeReasonStatus(w, http.StatusServiceUnavailable, "Offline ("+msg+")", body) {
+		return
+	}
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
+}
+
+// reasonLinger bounds how long writeReasonStatus reads what the client
+// still sends after the response before it closes the connection.
+const reasonLinger = time.Second
+
+// writeReasonStatus writes a whole HTTP/1.1 response with a custom reason
+// phrase on the hijacked connection, then closes it. net/http always
+// writes the standard phrase ("Service Unavailable"), and the docker CLI
+// reads error bodies only for 4xx: for a 5xx it prints the status line
+// and nothing else, so the reason must be in that line to be seen. The
+// headers are w's, plus Content-Length and Connection: close. It reports
+// false, having written nothing, when the connection cannot be hijacked
+// (HTTP/2); the caller then answers the ordinary way.
+func writeReasonStatus(w http.ResponseWriter, code int, reason string, body []byte) bool {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	h := w.Header().Clone()
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Connection", "close")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	reason = strings.Map(func(r rune) rune { // a phrase is one line of text
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, reason)
+	_ = conn.SetWriteDeadline(time.Now().Add(reasonLinger))
+	fmt.Fprintf(brw, "HTTP/1.1 %d %s\r\n", code, reason)
+	_ = h.Write(brw)
+	_, _ = brw.WriteString("\r\n")
+	_, _ = brw.Write(body)
+	if brw.Flush() != nil {
+		return true
+	}
+	// Like net/http when it closes a connection whose request body it did
+	// not read: half-close, then read (and drop) what the client still
+	// sends for a moment, so that it reads the response rather than a
+	// connection reset.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(reasonLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(brw, 256<<10))
+	return true
 }
 
 // leaderPollEvery paces watchLeader.

@@ -74,8 +74,10 @@ func (r *repairer) pass(ctx context.Context) error {
 					live++
 				}
 			}
+			// A blob with no replica at all is linked by the pull-through
+			// cache and not fetched yet: nothing to repair, nothing lost.
 			if live >= need || live == 0 {
-				if live == 0 {
+				if live == 0 && len(info.Replicas) > 0 {
 					r.log.Warn("blob has no live replica", "digest", info.Digest, "replicas", info.Replicas)
 				}
 				continue

@@ -32,7 +32,7 @@ import (
 //	                        without '/' becomes library/<name> on docker.io
 //
 // Only repositories that do not exist locally, or that the cache created
-// (their description starts with cacheDescPrefix), are filled; a
+// (their Source is "upstream:NAME"), are filled; a
 // repository pushed locally is never touched. Cached manifests, tags and
 // blob links go through Raft under the name the client asked for, so the
 // whole mesh sees them; blobs are fetched on the first request for them,
@@ -41,6 +41,9 @@ import (
 // the next request; when the upstream cannot be reached the cached
 // manifest is served. Cached repositories are public reads; writes to
 // them follow the local access rules like any repository.
+//
+// cacheDescPrefix starts the description a cache repository gets, for
+// people; the cache recognises its repositories by their Source.
 const cacheDescPrefix = "Pull-through cache of "
 
 // Bounds of the work a request starts on the upstream. The work is shared
@@ -138,9 +141,13 @@ func newUpstreams(cfg Config, meta *consensus.Node, b *blobs, bg context.Context
 	for _, e := range list {
 		names[e[0]] = true
 	}
+	for _, e := range cfg.Federate { // the federation's accounts live in the same file
+		name, _, _ := strings.Cut(e, "=")
+		names[strings.TrimSpace(name)] = true
+	}
 	for name := range creds {
 		if !names[name] {
-			return nil, fmt.Errorf("upstream-credentials-file: %s is not an --upstream name", name)
+			return nil, fmt.Errorf("upstream-credentials-file: %s is not an --upstream or --federate name", name)
 		}
 	}
 	for _, e := range list {
@@ -179,7 +186,7 @@ func dockerName(c *upstream.Client, repo string) string {
 func (u *upstreams) eligible(ctx context.Context, repo string) (*upstream.Client, string, bool) {
 	r, err := u.meta.Repository(ctx, repo)
 	switch {
-	case err == nil && !strings.HasPrefix(r.Description, cacheDescPrefix):
+	case err == nil && !strings.HasPrefix(r.Source, hubmesh.SourceUpstream):
 		return nil, "", false
 	case err != nil && !errors.Is(err, hubmesh.ErrNotFound):
 		return nil, "", false
@@ -254,29 +261,79 @@ func (u *upstreams) manifest(ctx context.Context, c *upstream.Client, repo, urep
 // in repo with tags, after the child manifests of an index and the blob
 // links of an image manifest (blob content comes on first request).
 func (u *upstreams) fill(ctx context.Context, c *upstream.Client, repo, urepo, ref string, tags []string, depth int) (*hubmesh.Manifest, error) {
-	mt, payload, d, err := c.Manifest(ctx, urepo, ref)
+	how := copyHow{
+		what: "cached manifest", now: u.now, log: u.log,
+		prepare: func(ctx context.Context) error { return u.ensureRepo(ctx, c, repo) },
+		blobs: func(ctx context.Context, d digest.Digest, blobs []hubmesh.Descriptor) error {
+			// Linked with no holder: the content is not here yet, and a
+			// member told this node holds it would ask for content it
+			// lacks. The first request for a blob that no node holds
+			// fetches it from the upstream (cachingLinks), and blob()
+			// then records the holder (AddReplica).
+			if err := u.meta.LinkUnheldBlobs(ctx, repo, blobs); err != nil {
+				return fmt.Errorf("cache %s@%s: link blobs: %w", repo, d, err)
+			}
+			return nil
+		},
+	}
+	return copyManifest(ctx, c, u.meta, how, repo, urepo, ref, tags, depth)
+}
+
+// manifestSource is a registry copyManifest reads (*upstream.Client).
+type manifestSource interface {
+	Name() string
+	Manifest(ctx context.Context, repo, ref string) (string, []byte, digest.Digest, error)
+}
+
+// manifestSink is where copyManifest records (*consensus.Node).
+type manifestSink interface {
+	GetManifest(ctx context.Context, repo, ref string) (*hubmesh.Manifest, error)
+	PutManifest(ctx context.Context, m *hubmesh.Manifest, tags []string) error
+}
+
+// copyHow is what the users of copyManifest (the pull-through cache, the
+// federation) do differently.
+type copyHow struct {
+	// prepare runs for each manifest before anything of it is recorded
+	// (it creates the repository).
+	prepare func(ctx context.Context) error
+	// blobs makes the blobs of image manifest d known in the repository
+	// before the manifest is recorded.
+	blobs func(ctx context.Context, d digest.Digest, blobs []hubmesh.Descriptor) error
+	now   func() time.Time
+	log   *slog.Logger
+	// what names the copy in the log line ("cached manifest").
+	what string
+}
+
+// copyManifest fetches manifest ref (a digest, or a tag) of urepo on src
+// and records it in repo with tags, after the child manifests of an index
+// (those missing here) and the blobs of an image manifest (how.blobs).
+// depth counts nested indexes.
+func copyManifest(ctx context.Context, src manifestSource, dst manifestSink, how copyHow, repo, urepo, ref string, tags []string, depth int) (*hubmesh.Manifest, error) {
+	mt, payload, d, err := src.Manifest(ctx, urepo, ref)
 	if err != nil {
 		return nil, err
 	}
 	refs, err := upstream.ParseRefs(payload, mt)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %s@%s: %w", c.Name(), urepo, d, err)
+		return nil, fmt.Errorf("upstream %s: %s@%s: %w", src.Name(), urepo, d, err)
 	}
-	if err := u.ensureRepo(ctx, c, repo); err != nil {
+	if err := how.prepare(ctx); err != nil {
 		return nil, err
 	}
 	if len(refs.Children) > 0 {
 		if depth >= maxIndexDepth {
-			return nil, fmt.Errorf("upstream %s: %s@%s: indexes nested too deep: %w", c.Name(), urepo, d, hubmesh.ErrInvalid)
+			return nil, fmt.Errorf("upstream %s: %s@%s: indexes nested too deep: %w", src.Name(), urepo, d, hubmesh.ErrInvalid)
 		}
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(4)
 		for _, ch := range refs.Children {
 			g.Go(func() error {
-				if _, err := u.meta.GetManifest(gctx, repo, ch.Digest.String()); err == nil {
+				if _, err := dst.GetManifest(gctx, repo, ch.Digest.String()); err == nil {
 					return nil
 				}
-				_, err := u.fill(gctx, c, repo, urepo, ch.Digest.String(), nil, depth+1)
+				_, err := copyManifest(gctx, src, dst, how, repo, urepo, ch.Digest.String(), nil, depth+1)
 				return err
 			})
 		}
@@ -285,24 +342,21 @@ func (u *upstreams) fill(ctx context.Context, c *upstream.Client, repo, urepo, r
 		}
 	}
 	if len(refs.Blobs) > 0 {
-		// Linked with this node as the replica before the content is here
-		// (a link needs a holder): the first request for a blob that no
-		// other node holds fetches it from the upstream (cachingLinks).
-		if err := u.meta.LinkBlobs(ctx, repo, refs.Blobs); err != nil {
-			return nil, fmt.Errorf("cache %s@%s: link blobs: %w", repo, d, err)
+		if err := how.blobs(ctx, d, refs.Blobs); err != nil {
+			return nil, err
 		}
 	}
 	m := &hubmesh.Manifest{
 		Repo: repo, Digest: d, MediaType: refs.MediaType, Payload: payload,
 		ArtifactType: refs.ArtifactType, Annotations: refs.Annotations, Subject: refs.Subject,
-		Blobs: refs.Blobs, Children: refs.Children, Created: u.now().UTC(),
+		Blobs: refs.Blobs, Children: refs.Children, Created: how.now().UTC(),
 	}
-	// Straight to Raft: cached content can be fetched again, so it does not
-	// wait for replicas the way a push does.
-	if err := u.meta.PutManifest(ctx, m, tags); err != nil {
-		return nil, fmt.Errorf("cache %s@%s: %w", repo, d, err)
+	// Straight to Raft: copied content can be fetched again, so it does
+	// not wait for replicas the way a push does.
+	if err := dst.PutManifest(ctx, m, tags); err != nil {
+		return nil, fmt.Errorf("copy %s@%s: %w", repo, d, err)
 	}
-	u.log.Info("cached manifest", "repo", repo, "upstream", c.Name(), "digest", d, "tags", tags)
+	how.log.Info(how.what, "repo", repo, "upstream", src.Name(), "digest", d, "tags", tags)
 	return m, nil
 }
 
@@ -314,7 +368,7 @@ func (u *upstreams) ensureRepo(ctx context.Context, c *upstream.Client, repo str
 	now := u.now().UTC()
 	err := u.meta.CreateRepository(ctx, hubmesh.Repository{
 		Name: repo, Namespace: hubmesh.RepoOf(repo), Created: now, Updated: now,
-		Description: cacheDescPrefix + c.Name(),
+		Description: cacheDescPrefix + c.Name(), Source: hubmesh.SourceUpstream + c.Name(),
 	})
 	if err != nil && !errors.Is(err, hubmesh.ErrExists) {
 		return fmt.Errorf("cache repository %s: %w", repo, err)
@@ -323,7 +377,8 @@ func (u *upstreams) ensureRepo(ctx context.Context, c *upstream.Client, repo str
 }
 
 // blob fetches blob d of urepo into the local store, links it in repo
-// (when linked is false) and records this node as a replica.
+// (when link is nil) and records this node as a replica (a blob linked by
+// fill has none until then).
 func (u *upstreams) blob(ctx context.Context, c *upstream.Client, repo, urepo string, d digest.Digest, link *hubmesh.Descriptor) (hubmesh.Descriptor, error) {
 	v, err := u.shared(ctx, "b\x00"+repo+"\x00"+d.String(), upstreamBlobWait, func(ctx context.Context) (any, error) {
 		size, err := u.blobs.store.Stat(ctx, d)

@@ -57,6 +57,9 @@ type HubConfig struct {
 	// URL of a webhook being created or changed; an error wrapping
 	// hubmesh.ErrDenied or ErrInvalid refuses it with a 400.
 	WebhookURLCheck func(ctx context.Context, url string) error
+	// Federation receives the push webhooks of the meshes this node
+	// mirrors; without it /api/v1/federation/ answers 404.
+	Federation Federation
 }
 
 // Hub serves /api/v1/ (everything but /api/v1/cluster/, which
@@ -72,6 +75,7 @@ type Hub struct {
 	webhooks  Webhooks
 	// hookURLCheck is HubConfig.WebhookURLCheck.
 	hookURLCheck func(ctx context.Context, url string) error
+	federation   Federation
 	images       *imageCache
 	log          *slog.Logger
 	mux          *http.ServeMux
@@ -117,7 +121,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	h := &Hub{
 		auth: cfg.Auth, accounts: cfg.Accounts, listings: cfg.Listings, log: cfg.Logger,
 		search: cfg.Search, social: cfg.Social, manifests: cfg.Manifests, blobs: cfg.Blobs,
-		webhooks: cfg.Webhooks, hookURLCheck: cfg.WebhookURLCheck,
+		webhooks: cfg.Webhooks, hookURLCheck: cfg.WebhookURLCheck, federation: cfg.Federation,
 		images: newImageCache(),
 		mux:    http.NewServeMux(), paths: map[string]map[string]hubRoute{},
 	}
@@ -188,6 +192,7 @@ func (h *Hub) routes() {
 	h.handle("GET", p+"/users/{name}/starred", levelAnyone, h.listStarred)
 	h.handle("GET", p+"/openapi.json", levelAnyone, h.openAPI)
 	h.webhookRoutes(p)
+	h.handle("POST", p+"/federation/{name}/hook", levelAnyone, h.federationHook)
 
 	// The docker daemon's search protocol (registry API v1): the node
 	// mounts the Hub at /v1/ too.

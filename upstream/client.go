@@ -200,9 +200,15 @@ func (c *Client) check(resp *http.Response, repo, ref string, notFound error) er
 // do sends one request on /v2/<repo><suffix>, running the token flow on a
 // 401 and retrying once with the new credentials.
 func (c *Client) do(ctx context.Context, method, repo, suffix, accept string) (*http.Response, error) {
-	scope := "repository:" + repo + ":pull"
+	return c.doPath(ctx, method, "/v2/"+repo+suffix, nil, "repository:"+repo+":pull", accept)
+}
+
+// doPath sends one request on path (under the base URL) with query,
+// asking the token service for scope when the registry challenges it.
+func (c *Client) doPath(ctx context.Context, method, path string, query url.Values, scope, accept string) (*http.Response, error) {
 	u := *c.base
-	u.Path = c.base.Path + "/v2/" + repo + suffix
+	u.Path = c.base.Path + path
+	u.RawQuery = query.Encode()
 	send := func(authz string) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 		if err != nil {

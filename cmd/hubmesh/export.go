@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,20 +22,24 @@ func newExportCmd() *cobra.Command {
 		out     string
 		allTags bool
 		quiet   bool
+		matches []string
 	)
 	cmd := &cobra.Command{
-		Use:   "export REPO[:TAG|@DIGEST]... -o FILE",
+		Use:   "export [REPO[:TAG|@DIGEST]...] [--match PATTERN]... -o FILE",
 		Short: "Write images to an OCI image layout tarball, for an air-gapped site",
 		Long: "Pull the named images through the node's OCI API and write them as one OCI image\n" +
 			"layout tarball (oci-layout, index.json, blobs/), with every digest verified. A REPO\n" +
 			"without a tag means REPO:latest; --all-tags takes every tag of each REPO. Image\n" +
 			"indexes are written with all their platform manifests. `hubmesh import` loads the\n" +
 			"file into another node; skopeo, crane and oras read it as an OCI layout too.\n" +
+			"--match REPO_GLOB[:TAG_GLOB] (repeatable, path.Match globs as in `serve --sync`)\n" +
+			"adds every repository of the catalog and every tag that match, e.g. 'acme/*:v*'.\n" +
 			"A progress bar goes to standard error when it is a terminal.",
 		Example: "  hubmesh export --server http://hub:5000 acme/api:v1 library/base -o bundle.tar\n" +
-			"  hubmesh export --all-tags acme/api -o api.tar",
+			"  hubmesh export --all-tags acme/api -o api.tar\n" +
+			"  hubmesh export --match 'acme/*:v*' --match 'library/*' -o edge.tar",
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
+			if len(args) == 0 && len(matches) == 0 {
 				return usageError{fmt.Errorf("%s takes at least one image reference; see '%s --help'", cmd.CommandPath(), cmd.CommandPath())}
 			}
 			return nil
@@ -47,9 +52,21 @@ func newExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			policy, err := parseMatches(matches)
+			if err != nil {
+				return err
+			}
 			c, err := newOCIClient(f.server)
 			if err != nil {
 				return err
+			}
+			more, err := matchingRefs(cmd.Context(), c, policy)
+			if err != nil {
+				return err
+			}
+			refs = append(refs, more...)
+			if len(refs) == 0 {
+				return fmt.Errorf("nothing to export: no repository or tag matches %s", strings.Join(matches, ", "))
 			}
 			bar := newProgressBar(cmd.ErrOrStderr(), "export", quiet)
 			sum, err := exportBundle(cmd.Context(), c, refs, out, bar)
@@ -65,7 +82,67 @@ func newExportCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the tarball to write (required)")
 	cmd.Flags().BoolVarP(&allTags, "all-tags", "a", false, "export every tag of each repository")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
+	cmd.Flags().StringArrayVar(&matches, "match", nil, "REPO_GLOB[:TAG_GLOB]: export every repository and tag that match (repeatable)")
 	return cmd
+}
+
+// exportMatch is one --match pattern: a repository glob and a tag glob
+// ("" matches every tag).
+type exportMatch struct{ repo, tag string }
+
+// parseMatches reads the --match patterns, refusing malformed globs.
+func parseMatches(ps []string) ([]exportMatch, error) {
+	out := make([]exportMatch, 0, len(ps))
+	for _, p := range ps {
+		repo, tag, _ := strings.Cut(p, ":")
+		for _, g := range []string{repo, tag} {
+			if _, err := path.Match(g, ""); err != nil {
+				return nil, usageError{fmt.Errorf("--match %q: %v", p, err)}
+			}
+		}
+		if repo == "" {
+			return nil, usageError{fmt.Errorf("--match %q: want REPO_GLOB[:TAG_GLOB]", p)}
+		}
+		out = append(out, exportMatch{repo: repo, tag: tag})
+	}
+	return out, nil
+}
+
+// matchingRefs lists the catalog and the tags of the repositories that a
+// pattern names, and returns a reference for every matching tag.
+func matchingRefs(ctx context.Context, c *ociClient, policy []exportMatch) ([]exportRef, error) {
+	if len(policy) == 0 {
+		return nil, nil
+	}
+	repos, err := c.catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var refs []exportRef
+	for _, repo := range repos {
+		var tagGlobs []string
+		for _, m := range policy {
+			if ok, _ := path.Match(m.repo, repo); ok {
+				tagGlobs = append(tagGlobs, m.tag)
+			}
+		}
+		if len(tagGlobs) == 0 {
+			continue
+		}
+		tags, err := c.tags(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		for _, tag := range tags {
+			for _, g := range tagGlobs {
+				if ok, _ := path.Match(g, tag); g == "" || ok {
+					refs = append(refs, exportRef{repo: repo, ref: tag})
+					break
+				}
+			}
+		}
+	}
+	return refs, nil
 }
 
 // exportRef is one reference to export: repo with a tag or a digest, or

@@ -148,6 +148,32 @@ func TestExportImport(t *testing.T) {
 		t.Fatalf("hubmesh export: %s; want exit 0, a summary and no progress bar (stderr is no terminal)", res)
 	}
 
+	t.Run("by policy", func(t *testing.T) {
+		for _, c := range []struct {
+			matches []string
+			want    string
+		}{
+			{[]string{"exp/*:v*"}, "exp/app:v1"},
+			{[]string{"exp/m*"}, "exp/multi:latest"},
+			{[]string{"exp/*:v*", "exp/multi:lat*"}, "exp/app:v1 exp/multi:latest"},
+		} {
+			out := filepath.Join(t.TempDir(), "policy.tar")
+			args := []string{"export", "--server", a.URL(), "-o", out}
+			for _, m := range c.matches {
+				args = append(args, "--match", m)
+			}
+			if res := nodetest.CLI(t, 0, nil, args...); res.Code != 0 {
+				t.Fatalf("export %v: %s", c.matches, res)
+			}
+			if got := strings.Join(bundleRefNames(t, out), " "); got != c.want {
+				t.Errorf("export --match %v wrote %q, want %q", c.matches, got, c.want)
+			}
+		}
+		if res := nodetest.CLI(t, 0, nil, "export", "--server", a.URL(), "-o", filepath.Join(t.TempDir(), "x.tar"), "--match", "nope/*"); res.Code == 0 || !strings.Contains(res.Stderr, "nothing to export") {
+			t.Errorf("export of a pattern that matches nothing: %s", res)
+		}
+	})
+
 	t.Run("layout", func(t *testing.T) {
 		f, err := os.Open(bundle)
 		if err != nil {
@@ -272,4 +298,33 @@ func mapsEqual(a, b map[string]float64) bool {
 		}
 	}
 	return true
+}
+
+// bundleRefNames reads the ref.name annotations of a bundle's index.json.
+func bundleRefNames(t *testing.T, bundle string) []string {
+	t.Helper()
+	f, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s: no index.json: %v", bundle, err)
+		}
+		if hdr.Name != "index.json" {
+			continue
+		}
+		var index ocispec.Index
+		if err := json.NewDecoder(tr).Decode(&index); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, m := range index.Manifests {
+			names = append(names, m.Annotations[ocispec.AnnotationRefName])
+		}
+		return names
+	}
 }

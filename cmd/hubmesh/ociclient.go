@@ -306,27 +306,47 @@ func (c *ociClient) getBlob(ctx context.Context, repo string, d digest.Digest) (
 
 // tags lists every tag of repo, following the Link header's pages.
 func (c *ociClient) tags(ctx context.Context, repo string) ([]string, error) {
+	return c.pages(ctx, "/v2/"+repo+"/tags/list", repo, "tags of "+repo, func(r io.Reader) ([]string, error) {
+		var list struct {
+			Tags []string `json:"tags"`
+		}
+		err := json.NewDecoder(r).Decode(&list)
+		return list.Tags, err
+	})
+}
+
+// catalog lists every repository the node shows the caller.
+func (c *ociClient) catalog(ctx context.Context) ([]string, error) {
+	return c.pages(ctx, "/v2/_catalog?n=1000", "", "catalog", func(r io.Reader) ([]string, error) {
+		var list struct {
+			Repositories []string `json:"repositories"`
+		}
+		err := json.NewDecoder(r).Decode(&list)
+		return list.Repositories, err
+	})
+}
+
+// pages GETs a listing and the pages its Link headers name, decoding each
+// page with decode (what names the listing in errors).
+func (c *ociClient) pages(ctx context.Context, path, repo, what string, decode func(io.Reader) ([]string, error)) ([]string, error) {
 	var all []string
-	path := "/v2/" + repo + "/tags/list"
 	for range maxListPages {
 		resp, err := c.send(ctx, request{method: http.MethodGet, path: path, repo: repo, action: "pull"})
 		if err != nil {
 			return nil, err
 		}
-		var list struct {
-			Tags []string `json:"tags"`
-		}
+		var page []string
 		if resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("tags of %s: %w", repo, responseError(resp))
-		} else if derr := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); derr != nil {
-			err = fmt.Errorf("tags of %s: bad answer: %w", repo, derr)
+			err = fmt.Errorf("%s: %w", what, responseError(resp))
+		} else if page, err = decode(io.LimitReader(resp.Body, 64<<20)); err != nil {
+			err = fmt.Errorf("%s: bad answer: %w", what, err)
 		}
 		link := resp.Header.Get("Link")
 		resp.Body.Close()
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, list.Tags...)
+		all = append(all, page...)
 		next, _, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(link), "<"), ">")
 		if !ok || !strings.Contains(link, `rel="next"`) {
 			return all, nil

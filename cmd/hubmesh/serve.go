@@ -59,7 +59,7 @@ var serveSettings = []setting{
 	{"upstream", "pull-through cache of an external registry, NAME=URL (e.g. docker.io=https://registry-1.docker.io); /v2/NAME/... maps to it, and the default upstream (docker.io, else the first) serves repositories missing here; env comma separated",
 		func(c *node.Config) string { return strings.Join(c.Upstreams, ",") },
 		func(c *node.Config, v string) error { c.Upstreams = splitList(v); return nil }},
-	{"upstream-credentials-file", "YAML file of upstream credentials: NAME: {username: U, password: P}",
+	{"upstream-credentials-file", "YAML file of --upstream and --federate credentials: NAME: {username: U, password: P}",
 		func(c *node.Config) string { return c.UpstreamCredentialsFile },
 		func(c *node.Config, v string) error { c.UpstreamCredentialsFile = v; return nil }},
 	{"upstream-ttl", "how long a cached upstream tag is served before it is checked again",
@@ -70,6 +70,25 @@ var serveSettings = []setting{
 				return fmt.Errorf("%q is not a duration such as 5m", v)
 			}
 			c.UpstreamTTL = d
+			return nil
+		}},
+	{"federate", "mirror namespaces of another mesh (or OCI registry), NAME=URL (e.g. hub-a=https://hub-a:5000); its account there comes from --upstream-credentials-file under NAME; env comma separated",
+		func(c *node.Config) string { return strings.Join(c.Federate, ",") },
+		func(c *node.Config, v string) error { c.Federate = splitList(v); return nil }},
+	{"federate-namespaces", "namespaces a --federate link mirrors, NAME=NS[,NS...] (e.g. hub-a=alice,acme); env comma separated",
+		func(c *node.Config) string { return strings.Join(c.FederateNamespaces, ",") },
+		func(c *node.Config, v string) error { c.FederateNamespaces = splitList(v); return nil }},
+	{"federate-secret-file", "YAML file of federation webhook secrets, NAME: SECRET; the other mesh's push webhooks to /api/v1/federation/NAME/hook must be signed with it",
+		func(c *node.Config) string { return c.FederateSecretFile },
+		func(c *node.Config, v string) error { c.FederateSecretFile = v; return nil }},
+	{"federate-interval", "how often the leader sweeps every --federate link",
+		func(c *node.Config) string { return c.FederateInterval.String() },
+		func(c *node.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration such as 1m", v)
+			}
+			c.FederateInterval = d
 			return nil
 		}},
 	{"replicas", "replication factor R: a push is acknowledged once its blobs are on min(R, voters) nodes",

@@ -9,7 +9,7 @@ import (
 // repeatableSettings are the serve settings whose flag may be given more
 // than once (--sync A --sync B); their environment twin and the config
 // file take a comma-separated list.
-var repeatableSettings = map[string]bool{"sync": true, "upstream": true}
+var repeatableSettings = map[string]bool{"sync": true, "upstream": true, "federate": true, "federate-namespaces": true}
 
 // addSettingFlag registers the flag of s with its default def.
 func addSettingFlag(f *pflag.FlagSet, s setting, def string, usage string) {
