@@ -614,7 +614,11 @@ type nsRecord struct {
 	DefaultPrivate bool `json:"default_private"`
 }
 
-// nameFree fails with ErrExists when a user or an organization has name.
+// nameFree fails with ErrExists when a user or an organization has name,
+// or when namespace name already holds repositories (cache repositories
+// such as library/alpine, federated ones such as acme/api): whoever
+// registered the name would otherwise become the admin of repositories
+// that others pull.
 func (tx *txn) nameFree(name string) error {
 	if tx.has(userKey(name)) {
 		return fmt.Errorf("name %s: %w: a user has it", name, hubmesh.ErrExists)
@@ -622,7 +626,19 @@ func (tx *txn) nameFree(name string) error {
 	if tx.has(orgKey(name)) {
 		return fmt.Errorf("name %s: %w: an organization has it", name, hubmesh.ErrExists)
 	}
+	if tx.hasPrefix(namespaceRepoPrefix(name)) {
+		return fmt.Errorf("name %s: %w: namespace %s holds repositories", name, hubmesh.ErrExists, name)
+	}
 	return nil
+}
+
+// namespaceRepoPrefix is the prefix of the repo/ keys of the repositories
+// of namespace ns: "repo/<ns>/".
+func namespaceRepoPrefix(ns string) []byte {
+	k := make([]byte, 0, len(prefixRepo)+len(ns)+1)
+	k = append(k, prefixRepo...)
+	k = append(k, ns...)
+	return append(k, '/')
 }
 
 // hasPrefix reports whether some key starts with prefix.

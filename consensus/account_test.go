@@ -933,3 +933,34 @@ func TestFSMTokensPerUserBounded(t *testing.T) {
 	h.mustApply(&DeleteToken{ID: "t7"})
 	h.mustApply(&CreateToken{Token: testToken("last", "bob", t0)})
 }
+
+func TestFSMNameFreeRefusesNamespaceWithRepositories(t *testing.T) {
+	h := newFSM(t)
+	h.mustApply(&CreateUser{User: testUser("alice")})
+	for _, name := range []string{"library/x", "acme/api", "lib/y"} {
+		h.mustApply(&CreateRepository{Repository: hubmesh.Repository{Namespace: hubmesh.RepoOf(name), Name: name, Created: t0, Updated: t0}})
+	}
+	tests := []struct {
+		name string
+		cmd  Command
+		want error
+	}{
+		{"user over cache namespace", &CreateUser{User: testUser("library")}, hubmesh.ErrExists},
+		{"org over federated namespace", &CreateOrg{Org: hubmesh.Org{Name: "acme", Owner: "alice", Created: t0}}, hubmesh.ErrExists},
+		{"user with empty namespace", &CreateUser{User: testUser("libr")}, nil},
+		{"org with empty namespace", &CreateOrg{Org: hubmesh.Org{Name: "acm", Owner: "alice", Created: t0}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == nil {
+				h.mustApply(tt.cmd)
+				return
+			}
+			err := h.applyErr(tt.cmd)
+			mustErr(t, tt.name, err, tt.want)
+			if !strings.Contains(err.Error(), "holds repositories") {
+				t.Fatalf("error %q does not say the namespace holds repositories", err)
+			}
+		})
+	}
+}

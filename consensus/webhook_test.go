@@ -237,6 +237,8 @@ func TestFSMWebhookOutbox(t *testing.T) {
 	}
 
 	// Deleting the namespace deletes its webhooks and their deliveries.
+	// (An org cannot be created over a namespace that holds repositories.)
+	h.mustApply(&DeleteRepository{Name: "acme/quiet", At: hookT0, Actor: "bob"})
 	h.mustApply(&CreateUser{User: testUser("owner")})
 	h.mustApply(&CreateOrg{Org: hubmesh.Org{Name: "acme", Owner: "owner"}})
 	h.mustApply(&DeleteOrg{Name: "acme"})

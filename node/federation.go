@@ -183,6 +183,7 @@ type fedStore interface {
 	IsLeader() bool
 	Repository(ctx context.Context, name string) (hubmesh.Repository, error)
 	CreateRepository(ctx context.Context, r hubmesh.Repository) error
+	UpdateRepository(ctx context.Context, name string, upd hubmesh.RepositoryUpdate) (hubmesh.Repository, error)
 	LinkBlobs(ctx context.Context, repo string, descs []hubmesh.Descriptor) error
 }
 
@@ -422,19 +423,24 @@ func (f *federation) remoteRepos(ctx context.Context, l *fedLink, ns string) ([]
 }
 
 // syncRepo copies every tag of repo whose remote digest differs from the
-// local one.
+// local one. The local copy of a repository that became private on the
+// remote is made private first.
 func (f *federation) syncRepo(ctx context.Context, l *fedLink, repo string) error {
 	ctx, cancel := context.WithTimeout(ctx, fedRepoWait)
 	defer cancel()
 	r, err := f.store.Repository(ctx, repo)
 	switch {
-	case err == nil && !strings.HasPrefix(r.Source, hubmesh.SourceFederation):
+	case err == nil && r.Source != hubmesh.SourceFederation+l.name:
 		if !f.skipped[repo] {
 			f.skipped[repo] = true
-			f.log.Warn("federation: a local repository has this name; not overwritten", "link", l.name, "repo", repo)
+			f.log.Warn("federation: a local repository has this name; not overwritten", "link", l.name, "repo", repo, "source", r.Source)
 		}
 		return nil
-	case err != nil && !errors.Is(err, hubmesh.ErrNotFound):
+	case err == nil:
+		if err := f.followPrivacy(ctx, l, r); err != nil {
+			return err
+		}
+	case !errors.Is(err, hubmesh.ErrNotFound):
 		return err
 	}
 	var tags []string
@@ -530,11 +536,35 @@ func (f *federation) copyBlob(ctx context.Context, l *fedLink, repo string, b hu
 	return nil
 }
 
+// followPrivacy makes the local copy r private when the remote says its
+// repository is private (the other way round is left to the local admins).
+func (f *federation) followPrivacy(ctx context.Context, l *fedLink, r hubmesh.Repository) error {
+	private, err := f.remotePrivate(ctx, l, r.Name)
+	if err != nil || !private || r.IsPrivate {
+		return err
+	}
+	yes := true
+	if _, err := f.store.UpdateRepository(ctx, r.Name, hubmesh.RepositoryUpdate{IsPrivate: &yes, At: f.now().UTC()}); err != nil {
+		return fmt.Errorf("federated repository %s: make private: %w", r.Name, err)
+	}
+	f.log.Info("federation: repository became private on the remote; made private here", "link", l.name, "repo", r.Name)
+	return nil
+}
+
 // ensureRepo creates repo if it is missing: private when the remote says
-// its repository is, else public.
+// its repository is, else public. An existing repository that is not this
+// link's copy (pushed here, cached, or another link's) is never written:
+// that is an ErrExists error.
 func (f *federation) ensureRepo(ctx context.Context, l *fedLink, repo string) error {
-	if _, err := f.store.Repository(ctx, repo); err == nil {
+	source := hubmesh.SourceFederation + l.name
+	r, err := f.store.Repository(ctx, repo)
+	switch {
+	case err == nil && r.Source == source:
 		return nil
+	case err == nil:
+		return fmt.Errorf("federated repository %s: %w: a local repository (source %q) has this name", repo, hubmesh.ErrExists, r.Source)
+	case !errors.Is(err, hubmesh.ErrNotFound):
+		return fmt.Errorf("federated repository %s: %w", repo, err)
 	}
 	private, err := f.remotePrivate(ctx, l, repo)
 	if err != nil {
@@ -543,18 +573,27 @@ func (f *federation) ensureRepo(ctx context.Context, l *fedLink, repo string) er
 	now := f.now().UTC()
 	err = f.store.CreateRepository(ctx, hubmesh.Repository{
 		Name: repo, Namespace: hubmesh.RepoOf(repo), IsPrivate: private, Created: now, Updated: now,
-		Description: fedDescPrefix + l.name, Source: hubmesh.SourceFederation + l.name,
+		Description: fedDescPrefix + l.name, Source: source,
 	})
-	if err != nil && !errors.Is(err, hubmesh.ErrExists) {
+	if errors.Is(err, hubmesh.ErrExists) {
+		// Created meanwhile: fine only when it is this link's copy.
+		if r, err := f.store.Repository(ctx, repo); err != nil || r.Source != source {
+			return fmt.Errorf("federated repository %s: %w: created meanwhile by someone else", repo, hubmesh.ErrExists)
+		}
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("federated repository %s: %w", repo, err)
 	}
 	return nil
 }
 
 // remotePrivate asks a hubmesh remote whether repo is private there
-// (GET /api/v1/repositories/<repo> with the link's account). A remote
-// that is not a hubmesh, or says nothing, counts as public; one that
-// cannot be asked now is an error, so that a private repository is never
+// (GET /api/v1/repositories/<repo> with the link's account). The answer
+// is "public" only on a 200 saying is_private:false, or on a 404 (a
+// remote without that API, which is not a hubmesh). Any other answer
+// (401, 403, 429, 5xx, a 200 without is_private) is an ErrUnavailable
+// error, retried by the next sweep, so that a private repository is never
 // made public by a failed probe.
 func (f *federation) remotePrivate(ctx context.Context, l *fedLink, repo string) (bool, error) {
 	u, err := url.Parse(strings.TrimSuffix(l.url, "/") + "/api/v1/repositories/" + repo)
@@ -573,17 +612,18 @@ func (f *federation) remotePrivate(ctx context.Context, l *fedLink, repo string)
 		return false, fmt.Errorf("federate %s: repository settings: %v: %w", l.name, err, hubmesh.ErrUnavailable)
 	}
 	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 500:
-		return false, fmt.Errorf("federate %s: repository settings: HTTP %d: %w", l.name, resp.StatusCode, hubmesh.ErrUnavailable)
-	case resp.StatusCode != http.StatusOK:
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
 		return false, nil
+	default:
+		return false, fmt.Errorf("federate %s: repository settings of %s: HTTP %d: %w", l.name, repo, resp.StatusCode, hubmesh.ErrUnavailable)
 	}
 	var r struct {
 		IsPrivate *bool `json:"is_private"`
 	}
-	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r) != nil || r.IsPrivate == nil {
-		return false, nil
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil || r.IsPrivate == nil {
+		return false, fmt.Errorf("federate %s: repository settings of %s: no is_private in the answer: %w", l.name, repo, hubmesh.ErrUnavailable)
 	}
 	return *r.IsPrivate, nil
 }

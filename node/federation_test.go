@@ -122,12 +122,15 @@ type fakeOCI struct {
 	blobs     map[digest.Digest][]byte
 	corrupt   map[digest.Digest]bool // served with wrong bytes
 	private   map[string]bool
-	pageMax   int
+	// probeStatus, when set for a repository, is the HTTP status of its
+	// /api/v1/repositories answer (a remote that refuses the probe).
+	probeStatus map[string]int
+	pageMax     int
 }
 
 func newFakeOCI() *fakeOCI {
 	return &fakeOCI{manifests: map[string][]byte{}, types: map[digest.Digest]string{}, blobs: map[digest.Digest][]byte{},
-		corrupt: map[digest.Digest]bool{}, private: map[string]bool{}, pageMax: 2}
+		corrupt: map[digest.Digest]bool{}, private: map[string]bool{}, probeStatus: map[string]int{}, pageMax: 2}
 }
 
 const fakeUser, fakePass = "mirror", "pw"
@@ -178,6 +181,10 @@ func (f *fakeOCI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	path := r.URL.Path
 	if repo, ok := strings.CutPrefix(path, "/api/v1/repositories/"); ok {
+		if code := f.probeStatus[repo]; code != 0 {
+			w.WriteHeader(code)
+			return
+		}
 		if _, ok := f.manifestsOf(repo); !ok {
 			w.WriteHeader(http.StatusNotFound)
 			return
@@ -309,6 +316,20 @@ func (s *fakeFedStore) CreateRepository(_ context.Context, r hubmesh.Repository)
 	}
 	s.repos[r.Name] = r
 	return nil
+}
+
+func (s *fakeFedStore) UpdateRepository(_ context.Context, name string, upd hubmesh.RepositoryUpdate) (hubmesh.Repository, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.repos[name]
+	if !ok {
+		return r, fmt.Errorf("repository %s: %w", name, hubmesh.ErrRepoUnknown)
+	}
+	if upd.IsPrivate != nil {
+		r.IsPrivate = *upd.IsPrivate
+	}
+	s.repos[name] = r
+	return r, nil
 }
 
 func (s *fakeFedStore) GetManifest(_ context.Context, repo, ref string) (*hubmesh.Manifest, error) {
@@ -525,5 +546,79 @@ func TestFederationFollowerIdles(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestFederationPrivacyProbe(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status int
+	}{
+		{"rate limited", http.StatusTooManyRequests},
+		{"forbidden", http.StatusForbidden},
+		{"unauthorized", http.StatusUnauthorized},
+		{"server error", http.StatusBadGateway},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, remote, store, _ := newTestFederation(t)
+			remote.putImage("alice/secret", "v1", "s")
+			remote.private["alice/secret"] = true
+			remote.probeStatus["alice/secret"] = tt.status
+			f.step(t.Context())
+			if r, err := store.Repository(t.Context(), "alice/secret"); err == nil {
+				t.Fatalf("probe answered %d: repository created as %+v, want none until the probe answers", tt.status, r)
+			}
+			if f.backoff == 0 {
+				t.Error("a failed probe did not make the sweep retry sooner")
+			}
+			// Once the remote answers, the copy is made, private.
+			remote.mu.Lock()
+			delete(remote.probeStatus, "alice/secret")
+			remote.mu.Unlock()
+			f.nextSweep = time.Time{}
+			f.step(t.Context())
+			if r := store.repos["alice/secret"]; !r.IsPrivate || store.tag("alice/secret", "v1") == "" {
+				t.Fatalf("after the probe answered: %+v, tag %q; want a private copy", r, store.tag("alice/secret", "v1"))
+			}
+		})
+	}
+}
+
+func TestFederationRemoteTurnsPrivate(t *testing.T) {
+	t.Parallel()
+	f, remote, store, _ := newTestFederation(t)
+	ctx := t.Context()
+	remote.putImage("alice/app", "v1", "one")
+	store.repos["alice/other"] = hubmesh.Repository{Name: "alice/other", Namespace: "alice", Source: hubmesh.SourceFederation + "b"}
+	remote.putImage("alice/other", "v1", "other")
+	f.step(ctx)
+	if r := store.repos["alice/app"]; r.IsPrivate {
+		t.Fatalf("alice/app created private: %+v", r)
+	}
+	if store.tag("alice/other", "v1") != "" {
+		t.Error("alice/other, another link's copy, was overwritten")
+	}
+
+	// Nothing new to copy: the privacy is re-checked all the same.
+	remote.mu.Lock()
+	remote.private["alice/app"] = true
+	remote.mu.Unlock()
+	f.nextSweep = time.Time{}
+	f.step(ctx)
+	if !store.repos["alice/app"].IsPrivate {
+		t.Fatal("alice/app became private on the remote and stayed public here")
+	}
+
+	// A probe that fails later does not make it public again.
+	remote.mu.Lock()
+	remote.probeStatus["alice/app"] = http.StatusTooManyRequests
+	remote.mu.Unlock()
+	f.nextSweep = time.Time{}
+	f.step(ctx)
+	if !store.repos["alice/app"].IsPrivate {
+		t.Fatal("alice/app made public by a failed probe")
 	}
 }

@@ -181,15 +181,32 @@ func dockerName(c *upstream.Client, repo string) string {
 	return repo
 }
 
-// eligible reports whether repo may be filled from an upstream: it does
-// not exist here, or the cache created it.
+// eligible reports whether repo may be filled from an upstream: the cache
+// created it, or it does not exist here and either names an upstream
+// explicitly (NAME/...) or lies in a namespace no local user or
+// organization owns. A repository in an owned namespace is never filled:
+// the cache would otherwise create it public before its owner pushes (a
+// private repository would land in a public one, and the upstream's tags
+// would replace the owner's after the TTL).
 func (u *upstreams) eligible(ctx context.Context, repo string) (*upstream.Client, string, bool) {
 	r, err := u.meta.Repository(ctx, repo)
 	switch {
-	case err == nil && !strings.HasPrefix(r.Source, hubmesh.SourceUpstream):
+	case err == nil:
+		if !strings.HasPrefix(r.Source, hubmesh.SourceUpstream) {
+			return nil, "", false
+		}
+	case !errors.Is(err, hubmesh.ErrNotFound):
 		return nil, "", false
-	case err != nil && !errors.Is(err, hubmesh.ErrNotFound):
-		return nil, "", false
+	default:
+		first, _, nested := strings.Cut(repo, "/")
+		if _, explicit := u.byName[first]; !explicit || !nested {
+			if name := hubmesh.RepoOf(repo); name != "" {
+				ns, err := u.meta.Namespace(ctx, name)
+				if err != nil || ns.Kind != "" {
+					return nil, "", false
+				}
+			}
+		}
 	}
 	c, name := u.route(repo)
 	return c, name, true
@@ -382,6 +399,16 @@ func (u *upstreams) ensureRepo(ctx context.Context, c *upstream.Client, repo str
 func (u *upstreams) blob(ctx context.Context, c *upstream.Client, repo, urepo string, d digest.Digest, link *hubmesh.Descriptor) (hubmesh.Descriptor, error) {
 	v, err := u.shared(ctx, "b\x00"+repo+"\x00"+d.String(), upstreamBlobWait, func(ctx context.Context) (any, error) {
 		size, err := u.blobs.store.Stat(ctx, d)
+		if err == nil && link == nil {
+			// The content is here, but not linked in repo: it may belong to
+			// a private repository. Link it only if the upstream really has
+			// it in urepo; local presence alone proves nothing.
+			rc, _, uerr := c.Blob(ctx, urepo, d)
+			if uerr != nil {
+				return nil, uerr
+			}
+			rc.Close()
+		}
 		if err != nil {
 			rc, _, err := c.Blob(ctx, urepo, d)
 			if err != nil {
@@ -495,11 +522,15 @@ type cachingIdentities struct {
 	up *upstreams
 }
 
-// AccessFacts implements registryapi.Identities.
+// AccessFacts implements registryapi.Identities: a missing repository is
+// a public read only where the cache may fill it (see eligible).
 func (i cachingIdentities) AccessFacts(ctx context.Context, user, repo string) (hubmesh.AccessFacts, error) {
 	f, err := i.Identities.AccessFacts(ctx, user, repo)
 	if err != nil || f.RepoExists {
 		return f, err
+	}
+	if _, _, ok := i.up.eligible(ctx, repo); !ok {
+		return f, nil
 	}
 	f.RepoExists, f.RepoPrivate = true, false
 	return f, nil

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,6 +98,12 @@ type Auth struct {
 
 	verified verifyCache
 
+	// hashSlots bounds the argon2id hashes (about 19 MiB each) that
+	// request handlers run at once; hashWait is how long a request waits
+	// for a slot before it is answered 429.
+	hashSlots chan struct{}
+	hashWait  time.Duration
+
 	dummyOnce sync.Once
 	dummyHash string // compared against for unknown users (timing)
 }
@@ -137,7 +145,79 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 		a.now = time.Now
 	}
 	a.verified.m = map[[32]byte]time.Time{}
+	a.hashSlots = make(chan struct{}, max(2, runtime.NumCPU()))
+	a.hashWait = hashSlotWait
 	return a, nil
+}
+
+// hashSlotWait is how long a request waits for a free password hashing
+// slot before it is answered 429.
+const hashSlotWait = 2 * time.Second
+
+// hashSlot takes one of the password hashing slots, waiting at most
+// a.hashWait (or until ctx ends). None free in time is a 429 apiError
+// wrapping ErrRateLimited, with Retry-After: 1. release gives it back.
+func (a *Auth) hashSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case a.hashSlots <- struct{}{}:
+		return func() { <-a.hashSlots }, nil
+	default:
+	}
+	t := time.NewTimer(a.hashWait)
+	defer t.Stop()
+	select {
+	case a.hashSlots <- struct{}{}:
+		return func() { <-a.hashSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		e := &apiError{code: codeTooManyRequests, message: "too many password checks at once, retry in 1 second", cause: hubmesh.ErrRateLimited}
+		return nil, e.withHeader("Retry-After", "1")
+	}
+}
+
+// checkPassword is auth.CheckPassword inside a hashing slot.
+func (a *Auth) checkPassword(ctx context.Context, hash, password string) (bool, error) {
+	release, err := a.hashSlot(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	return auth.CheckPassword(hash, password), nil
+}
+
+// hashPassword is auth.HashPassword inside a hashing slot. A password the
+// hasher refuses is a 400 apiError.
+func (a *Auth) hashPassword(ctx context.Context, password string) (string, error) {
+	release, err := a.hashSlot(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return "", newError(codeBadRequest, "password: %v", err)
+	}
+	return hash, nil
+}
+
+// clientLimitKey is the login limiter key of a client address: the
+// address itself, or its /64 prefix for IPv6 (one host usually holds a
+// whole /64, so per-address keys would not limit it).
+func clientLimitKey(client string) string {
+	ip, err := netip.ParseAddr(client)
+	if err != nil {
+		return "client:" + client
+	}
+	ip = ip.Unmap()
+	if !ip.Is6() {
+		return "client:" + ip.String()
+	}
+	p, err := ip.WithZone("").Prefix(64)
+	if err != nil {
+		return "client:" + client
+	}
+	return "client:" + p.String()
 }
 
 // Service is the token service name (the JWT audience).
@@ -231,7 +311,7 @@ func (a *Auth) limited(now time.Time, keys ...string) error {
 // one). Failures count against the user name and the client address.
 func (a *Auth) login(ctx context.Context, user, password, client, via string) (identity, error) {
 	now := a.now()
-	userKey, clientKey := "user:"+user, "client:"+client
+	userKey, clientKey := "user:"+user, clientLimitKey(client)
 	if err := a.limited(now, userKey, clientKey); err != nil {
 		return identity{}, err
 	}
@@ -258,7 +338,9 @@ func (a *Auth) checkLogin(ctx context.Context, user, password string, now time.T
 	}
 	u, err := a.ids.User(ctx, user)
 	if errors.Is(err, hubmesh.ErrNotFound) {
-		a.dummyCheck(password)
+		if err := a.dummyCheck(ctx, password); err != nil {
+			return identity{}, err
+		}
 		return identity{}, errBadLogin
 	}
 	if err != nil {
@@ -269,7 +351,11 @@ func (a *Auth) checkLogin(ctx context.Context, user, password string, now time.T
 	}
 	key := verifyKey(user, password, u.PasswordHash)
 	if !a.verified.hit(key, now) {
-		if !auth.CheckPassword(u.PasswordHash, password) {
+		ok, err := a.checkPassword(ctx, u.PasswordHash, password)
+		if err != nil {
+			return identity{}, err
+		}
+		if !ok {
 			return identity{}, errBadLogin
 		}
 		a.verified.add(key, now)
@@ -279,11 +365,17 @@ func (a *Auth) checkLogin(ctx context.Context, user, password string, now time.T
 
 // dummyCheck spends the time of a password check, so that an unknown user
 // name answers as slowly as a wrong password.
-func (a *Auth) dummyCheck(password string) {
+func (a *Auth) dummyCheck(ctx context.Context, password string) error {
+	release, err := a.hashSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	a.dummyOnce.Do(func() {
 		a.dummyHash, _ = auth.HashPassword("hubmesh-no-such-user")
 	})
 	auth.CheckPassword(a.dummyHash, password)
+	return nil
 }
 
 // checkAccessToken checks a personal access token; user, when not empty,
@@ -348,7 +440,7 @@ func invalidToken(err error) error { return &invalidTokenError{err} }
 func (a *Auth) bearer(ctx context.Context, token, client string, kinds bearerKinds) (identity, error) {
 	now := a.now()
 	if tokID, hash, ok := auth.ParseAccessToken(token); ok {
-		clientKey := "client:" + client
+		clientKey := clientLimitKey(client)
 		if err := a.limited(now, clientKey); err != nil {
 			return identity{}, err
 		}

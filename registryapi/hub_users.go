@@ -1,6 +1,7 @@
 package registryapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -145,9 +146,13 @@ func (h *Hub) createUser(w http.ResponseWriter, r *http.Request, id identity) er
 	if err := checkEmail(req.Email); err != nil {
 		return err
 	}
-	hash, err := auth.HashPassword(req.Password)
+	// A taken name is refused before the costly hash.
+	if err := h.nameFree(r.Context(), req.Username); err != nil {
+		return err
+	}
+	hash, err := h.auth.hashPassword(r.Context(), req.Password)
 	if err != nil {
-		return newError(codeBadRequest, "password: %v", err)
+		return err
 	}
 	now := h.auth.now().UTC()
 	u := hubmesh.User{Name: req.Username, Email: req.Email, PasswordHash: hash, Admin: req.IsAdmin, Created: now, PasswordChanged: now}
@@ -163,6 +168,27 @@ func (h *Hub) createUser(w http.ResponseWriter, r *http.Request, id identity) er
 	}
 	h.audit(r, id, "user.create", u.Name, detail)
 	return writeJSON(w, http.StatusCreated, "application/json", viewUser(u))
+}
+
+// nameFree answers 409 when a user or an organization has name. The
+// FSM checks again when the account is created; this only spares the
+// password hash of a signup that cannot succeed.
+func (h *Hub) nameFree(ctx context.Context, name string) error {
+	_, err := h.accounts.User(ctx, name)
+	if err == nil {
+		return &apiError{code: codeConflict, message: fmt.Sprintf("the name %q is taken", name), cause: hubmesh.ErrExists}
+	}
+	if !errors.Is(err, hubmesh.ErrNotFound) {
+		return err
+	}
+	_, err = h.accounts.Org(ctx, name)
+	if err == nil {
+		return &apiError{code: codeConflict, message: fmt.Sprintf("the name %q is taken", name), cause: hubmesh.ErrExists}
+	}
+	if !errors.Is(err, hubmesh.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // getUser serves GET /api/v1/users/{name}: the full record for the user
@@ -248,9 +274,9 @@ func (h *Hub) patchUser(w http.ResponseWriter, r *http.Request, id identity) err
 				return err
 			}
 		}
-		hash, err := auth.HashPassword(*req.Password)
+		hash, err := h.auth.hashPassword(ctx, *req.Password)
 		if err != nil {
-			return newError(codeBadRequest, "password: %v", err)
+			return err
 		}
 		upd.PasswordHash = &hash
 	}

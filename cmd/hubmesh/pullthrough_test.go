@@ -101,6 +101,32 @@ func TestPullThrough(t *testing.T) {
 	}
 
 	t.Run("through the upstream", pullAll)
+	t.Run("no way into local content", func(t *testing.T) {
+		// A private repository of M: its layer must not be readable through
+		// a cache repository name, although M holds the bytes.
+		_, _, secretBlobs := pushImage(t, adminRegistry(m), "secret/app", "v1",
+			ocispec.Platform{OS: "linux", Architecture: "amd64"}, randomBytes(t, 4<<10))
+		if r := nodetest.CLI(t, 0, nil, "repo", "set", "secret/app", "--private", "--server", m.URL()); r.Code != 0 {
+			t.Fatalf("repo set --private: %s", r)
+		}
+		for d := range secretBlobs {
+			r, err := regM.do(t.Context(), http.MethodGet, "/v2/lib/anything/blobs/"+d.String(), nil, nil)
+			if err != nil || r.Status == http.StatusOK {
+				t.Fatalf("private blob %s through a cache name: %v %v", d, err, r)
+			}
+		}
+		// A namespace a local user owns is never filled from the upstream.
+		if r := nodetest.CLIStdin(t, 0, nil, "pw-of-lib-user\n", "user", "create", "lib", "--password-stdin", "--server", m.URL()); r.Code == 0 {
+			t.Fatalf("user lib created although its namespace holds cache repositories: %s", r)
+		}
+		pushImage(t, regU, "carol/app", "v1", ocispec.Platform{OS: "linux", Architecture: "amd64"}, randomBytes(t, 2<<10))
+		if r := nodetest.CLIStdin(t, 0, nil, "pw-of-carol\n", "user", "create", "carol", "--password-stdin", "--server", m.URL()); r.Code != 0 {
+			t.Fatalf("user create carol: %s", r)
+		}
+		if r, err := regM.do(t.Context(), http.MethodGet, "/v2/carol/app/manifests/v1", nil, nil); err != nil || r.Status == http.StatusOK {
+			t.Fatalf("carol/app filled from the upstream into carol's namespace: %v %v", err, r)
+		}
+	})
 	t.Run("tags listed", func(t *testing.T) {
 		r, err := regM.do(t.Context(), http.MethodGet, "/v2/lib/multi/tags/list", nil, nil)
 		if err != nil || r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"latest"`) {
