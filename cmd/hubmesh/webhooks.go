@@ -192,133 +192,109 @@ func splitCSV(v string) []string {
 
 func newWebhookLsCmd() *cobra.Command {
 	var (
-		f apiFlags
-		s hookScope
-		o output
+		s    hookScope
+		path string
 	)
-	cmd := &cobra.Command{
+	cmd := showCmd(&cobra.Command{
 		Use:     "ls REPO | --org ORG",
 		Aliases: []string{"list"},
 		Short:   "List the webhooks of a repository or organization",
 		Args:    rangeArgs(0, 1, "REPO (or --org ORG)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, _, err := s.path(args, 0, "no REPO")
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			hs, err := listAll[webhookView](cmd.Context(), c, path, 0)
-			if err != nil {
-				return err
-			}
-			if hs == nil {
-				hs = []webhookView{}
-			}
-			return show(cmd, o, hs, []string{"NAME", "URL", "EVENTS", "FORMAT", "CHAIN", "SECRET", "STATE", "FAILURES"}, func() [][]string {
-				rows := make([][]string, len(hs))
-				for i, h := range hs {
-					state := "enabled"
-					if h.Disabled {
-						state = "disabled: " + orDash(h.DisabledReason)
-					}
-					rows[i] = []string{h.Name, h.URL, strings.Join(h.Events, ","), h.Format, yesNo(h.Chain), yesNo(h.HasSecret), state, strconv.Itoa(h.Failures)}
+	}, func(_ *cobra.Command, args []string) (err error) {
+		path, _, err = s.path(args, 0, "no REPO")
+		return err
+	}, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		hs, err := listAll[webhookView](cmd.Context(), c, path, 0)
+		if hs == nil {
+			hs = []webhookView{}
+		}
+		return shown{hs, []string{"NAME", "URL", "EVENTS", "FORMAT", "CHAIN", "SECRET", "STATE", "FAILURES"}, func() [][]string {
+			rows := make([][]string, len(hs))
+			for i, h := range hs {
+				state := "enabled"
+				if h.Disabled {
+					state = "disabled: " + orDash(h.DisabledReason)
 				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
+				rows[i] = []string{h.Name, h.URL, strings.Join(h.Events, ","), h.Format, yesNo(h.Chain), yesNo(h.HasSecret), state, strconv.Itoa(h.Failures)}
+			}
+			return rows
+		}}, err
+	})
 	s.add(cmd)
-	addOutputFlags(cmd, &o)
+	return cmd
+}
+
+// hookRequestCmd completes cmd, a webhook command of REPO NAME (or --org
+// ORG NAME) and n-1 more arguments that makes one request: req makes it
+// of the webhook's API path and the arguments after the scope.
+func hookRequestCmd(cmd *cobra.Command, n int, what string,
+	req func(cmd *cobra.Command, hook string, rest []string) (apiRequest, error)) *cobra.Command {
+	var s hookScope
+	cmd = requestCmd(cmd, func(cmd *cobra.Command, args []string) (apiRequest, error) {
+		path, rest, err := s.path(args, n, what)
+		if err != nil {
+			return apiRequest{}, err
+		}
+		return req(cmd, path+"/"+url.PathEscape(rest[0]), rest[1:])
+	})
+	s.add(cmd)
 	return cmd
 }
 
 func newWebhookRmCmd() *cobra.Command {
-	var (
-		f apiFlags
-		s hookScope
-	)
-	cmd := &cobra.Command{
+	return hookRequestCmd(&cobra.Command{
 		Use:   "rm REPO NAME | --org ORG NAME",
 		Short: "Delete a webhook and its delivery log",
 		Args:  rangeArgs(1, 2, "REPO NAME (or --org ORG NAME)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, rest, err := s.path(args, 1, "NAME")
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodDelete, path+"/"+url.PathEscape(rest[0]), nil, nil)
-		},
-	}
-	f.add(cmd)
-	s.add(cmd)
-	return cmd
+	}, 1, "NAME", func(_ *cobra.Command, hook string, _ []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodDelete, path: hook}, nil
+	})
 }
 
 func newWebhookSetCmd() *cobra.Command {
 	var (
-		f                 apiFlags
-		s                 hookScope
 		hookURL, secretFn string
 		events, format    string
 		enable, disable   bool
 		chain, noChain    bool
 	)
-	cmd := &cobra.Command{
+	cmd := hookRequestCmd(&cobra.Command{
 		Use:   "set REPO NAME | --org ORG NAME [--url U] [--secret-file F] [--events E] [--format F] [--enable|--disable] [--chain|--no-chain]",
 		Short: "Change a webhook; --enable re-enables one that was disabled after failures",
 		Args:  rangeArgs(1, 2, "REPO NAME (or --org ORG NAME)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, rest, err := s.path(args, 1, "NAME")
+	}, 1, "NAME", func(cmd *cobra.Command, hook string, _ []string) (apiRequest, error) {
+		body := map[string]any{}
+		fl := cmd.Flags()
+		if fl.Changed("url") {
+			body["url"] = hookURL
+		}
+		if fl.Changed("events") {
+			body["events"] = splitCSV(events)
+		}
+		if fl.Changed("format") {
+			body["format"] = format
+		}
+		switch {
+		case enable && disable, chain && noChain:
+			return apiRequest{}, usageError{fmt.Errorf("--enable/--disable and --chain/--no-chain exclude each other")}
+		case enable || disable:
+			body["disabled"] = disable
+		}
+		if chain || noChain {
+			body["chain"] = chain
+		}
+		if secretFn != "" {
+			sec, err := readSecretFile(cmd, secretFn)
 			if err != nil {
-				return err
+				return apiRequest{}, err
 			}
-			body := map[string]any{}
-			fl := cmd.Flags()
-			if fl.Changed("url") {
-				body["url"] = hookURL
-			}
-			if fl.Changed("events") {
-				body["events"] = splitCSV(events)
-			}
-			if fl.Changed("format") {
-				body["format"] = format
-			}
-			switch {
-			case enable && disable, chain && noChain:
-				return usageError{fmt.Errorf("--enable/--disable and --chain/--no-chain exclude each other")}
-			case enable || disable:
-				body["disabled"] = disable
-			}
-			if chain || noChain {
-				body["chain"] = chain
-			}
-			if secretFn != "" {
-				sec, err := readSecretFile(cmd, secretFn)
-				if err != nil {
-					return err
-				}
-				body["secret"] = sec
-			}
-			if len(body) == 0 {
-				return usageError{fmt.Errorf("webhook set changes nothing")}
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodPatch, path+"/"+url.PathEscape(rest[0]), body, nil)
-		},
-	}
-	f.add(cmd)
-	s.add(cmd)
+			body["secret"] = sec
+		}
+		if len(body) == 0 {
+			return apiRequest{}, usageError{fmt.Errorf("webhook set changes nothing")}
+		}
+		return apiRequest{method: http.MethodPatch, path: hook, body: body}, nil
+	})
 	fl := cmd.Flags()
 	fl.StringVar(&hookURL, "url", "", "new URL")
 	fl.StringVar(&secretFn, "secret-file", "", "file holding the new secret ('-': standard input)")
@@ -333,56 +309,48 @@ func newWebhookSetCmd() *cobra.Command {
 
 func newWebhookDeliveriesCmd() *cobra.Command {
 	var (
-		f     apiFlags
 		s     hookScope
-		o     output
+		path  string
 		limit int
 	)
-	cmd := &cobra.Command{
+	cmd := showCmd(&cobra.Command{
 		Use:   "deliveries REPO NAME | --org ORG NAME",
 		Short: "Show a webhook's delivery log, newest first",
 		Args:  rangeArgs(1, 2, "REPO NAME (or --org ORG NAME)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, rest, err := s.path(args, 1, "NAME")
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ds, err := listAll[deliveryView](cmd.Context(), c, path+"/"+url.PathEscape(rest[0])+"/deliveries", limit)
-			if err != nil {
-				return err
-			}
-			if ds == nil {
-				ds = []deliveryView{}
-			}
-			return show(cmd, o, ds, []string{"ID", "EVENT", "REF", "STATE", "ATTEMPTS", "CODE", "LATENCY", "LAST", "CALLBACK"}, func() [][]string {
-				rows := make([][]string, len(ds))
-				for i, d := range ds {
-					ref := d.Event.Repo
-					if d.Event.Tag != "" {
-						ref += ":" + d.Event.Tag
-					}
-					cb := "-"
-					if d.Callback != nil {
-						cb = d.Callback.State
-					}
-					last := d.LastStatus
-					if d.LastBody != "" {
-						last += " " + strconv.Quote(truncateRunes(d.LastBody, 40))
-					}
-					rows[i] = []string{d.ID, d.Event.Type, ref, d.State, strconv.Itoa(d.Attempts), strconv.Itoa(d.LastCode),
-						strconv.FormatInt(d.LastLatencyMs, 10) + "ms", orDash(last), cb}
+	}, func(_ *cobra.Command, args []string) error {
+		p, rest, err := s.path(args, 1, "NAME")
+		if err != nil {
+			return err
+		}
+		path = p + "/" + url.PathEscape(rest[0]) + "/deliveries"
+		return nil
+	}, func(cmd *cobra.Command, c *apiClient, _ []string) (shown, error) {
+		ds, err := listAll[deliveryView](cmd.Context(), c, path, limit)
+		if ds == nil {
+			ds = []deliveryView{}
+		}
+		return shown{ds, []string{"ID", "EVENT", "REF", "STATE", "ATTEMPTS", "CODE", "LATENCY", "LAST", "CALLBACK"}, func() [][]string {
+			rows := make([][]string, len(ds))
+			for i, d := range ds {
+				ref := d.Event.Repo
+				if d.Event.Tag != "" {
+					ref += ":" + d.Event.Tag
 				}
-				return rows
-			})
-		},
-	}
-	f.add(cmd)
+				cb := "-"
+				if d.Callback != nil {
+					cb = d.Callback.State
+				}
+				last := d.LastStatus
+				if d.LastBody != "" {
+					last += " " + strconv.Quote(truncateRunes(d.LastBody, 40))
+				}
+				rows[i] = []string{d.ID, d.Event.Type, ref, d.State, strconv.Itoa(d.Attempts), strconv.Itoa(d.LastCode),
+					strconv.FormatInt(d.LastLatencyMs, 10) + "ms", orDash(last), cb}
+			}
+			return rows
+		}}, err
+	})
 	s.add(cmd)
-	addOutputFlags(cmd, &o)
 	cmd.Flags().IntVar(&limit, "limit", 100, "show at most this many (0: all)")
 	return cmd
 }
@@ -396,27 +364,11 @@ func truncateRunes(s string, n int) string {
 }
 
 func newWebhookRedeliverCmd() *cobra.Command {
-	var (
-		f apiFlags
-		s hookScope
-	)
-	cmd := &cobra.Command{
+	return hookRequestCmd(&cobra.Command{
 		Use:   "redeliver REPO NAME ID | --org ORG NAME ID",
 		Short: "Deliver an event again (with the same delivery id)",
 		Args:  rangeArgs(2, 3, "REPO NAME ID (or --org ORG NAME ID)"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, rest, err := s.path(args, 2, "NAME ID")
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			return c.do(cmd.Context(), http.MethodPost, path+"/"+url.PathEscape(rest[0])+"/deliveries/"+url.PathEscape(rest[1])+"/redeliver", nil, nil)
-		},
-	}
-	f.add(cmd)
-	s.add(cmd)
-	return cmd
+	}, 2, "NAME ID", func(_ *cobra.Command, hook string, rest []string) (apiRequest, error) {
+		return apiRequest{method: http.MethodPost, path: hook + "/deliveries/" + url.PathEscape(rest[0]) + "/redeliver"}, nil
+	})
 }
