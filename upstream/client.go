@@ -233,7 +233,7 @@ func (c *Client) doPath(ctx context.Context, method, path string, query url.Valu
 	}
 	challenge := resp.Header.Get("WWW-Authenticate")
 	resp.Body.Close()
-	scheme, params := parseChallenge(challenge)
+	scheme, params := ParseChallenge(challenge)
 	switch scheme {
 	case "bearer":
 		tok, err := c.fetchToken(ctx, params, scope)
@@ -313,9 +313,10 @@ func basic(user, pass string) string {
 	return r.Header.Get("Authorization")
 }
 
-// parseChallenge splits a WWW-Authenticate value into its lower-cased
-// scheme and its parameters.
-func parseChallenge(h string) (string, map[string]string) {
+// ParseChallenge splits a WWW-Authenticate value into its lower-cased
+// scheme and its parameters (`Bearer realm="...",service="..."`). The
+// CLI's OCI client uses it too.
+func ParseChallenge(h string) (string, map[string]string) {
 	scheme, rest, _ := strings.Cut(strings.TrimSpace(h), " ")
 	params := map[string]string{}
 	for rest != "" {

@@ -192,9 +192,9 @@ func TestParseChallenge(t *testing.T) {
 		{``, "", "", ""},
 	}
 	for _, tt := range tests {
-		scheme, p := parseChallenge(tt.in)
+		scheme, p := ParseChallenge(tt.in)
 		if scheme != tt.scheme || p["realm"] != tt.realm || p["service"] != tt.service {
-			t.Errorf("parseChallenge(%q) = %q %v", tt.in, scheme, p)
+			t.Errorf("ParseChallenge(%q) = %q %v", tt.in, scheme, p)
 		}
 	}
 }

@@ -105,7 +105,7 @@ func (c *Client) authorize(ctx context.Context, scope string) error {
 	if resp.StatusCode != http.StatusUnauthorized {
 		return nil // open registry: nothing to earn
 	}
-	scheme, params := parseChallenge(resp.Header.Get("WWW-Authenticate"))
+	scheme, params := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
 	var authz string
 	switch scheme {
 	case "bearer":

@@ -15,6 +15,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/hubmesh/hubmesh/upstream"
 )
 
 // Docker's manifest media types, which a registry keeps byte for byte.
@@ -153,7 +155,7 @@ func (c *ociClient) resolve(path string) (string, error) {
 // fetchToken runs the registry token flow for scope against the realm of
 // a Bearer challenge, with the CLI's credentials.
 func (c *ociClient) fetchToken(ctx context.Context, challenge, scope string) (string, error) {
-	params := parseChallenge(challenge)
+	_, params := upstream.ParseChallenge(challenge)
 	realm := params["realm"]
 	if realm == "" {
 		return "", fmt.Errorf("%s: Bearer challenge without a realm", c.base)
@@ -203,32 +205,6 @@ func (c *ociClient) fetchToken(ctx context.Context, challenge, scope string) (st
 		return "", fmt.Errorf("token for %s: the answer holds no token", scope)
 	}
 	return t.Token, nil
-}
-
-// parseChallenge reads the parameters of `Bearer k="v",k2="v2"`.
-func parseChallenge(h string) map[string]string {
-	out := map[string]string{}
-	_, rest, _ := strings.Cut(h, " ")
-	for rest != "" {
-		rest = strings.TrimLeft(rest, " ,")
-		k, v, ok := strings.Cut(rest, "=")
-		if !ok {
-			break
-		}
-		k = strings.ToLower(strings.TrimSpace(k))
-		if strings.HasPrefix(v, `"`) {
-			end := strings.Index(v[1:], `"`)
-			if end < 0 {
-				out[k] = v[1:]
-				break
-			}
-			out[k], rest = v[1:1+end], v[2+end:]
-		} else {
-			v, rest, _ = strings.Cut(v, ",")
-			out[k] = strings.TrimSpace(v)
-		}
-	}
-	return out
 }
 
 // responseError makes an error of a failed response: the server's message
