@@ -105,6 +105,9 @@ type WebhookEvent struct {
 	Digest digest.Digest `json:"digest,omitempty"`
 	Actor  string        `json:"actor,omitempty"`
 	At     time.Time     `json:"at"`
+	// Build is the build, as it stands after the change, of a build
+	// event (build_queued, build_started, build_success, ...).
+	Build *Build `json:"build,omitempty"`
 }
 
 // WebhookCallback is what a receiver reported through the callback URL.

@@ -275,8 +275,8 @@ type UpdateRepository struct {
 }
 
 // DeleteRepository removes a repository: its record, manifests, tags,
-// referrers, blob links and team grants. Blob records stay: they describe
-// content, which garbage collection handles.
+// referrers, blob links, team grants, build settings and builds. Blob
+// records stay: they describe content, which garbage collection handles.
 type DeleteRepository struct {
 	Name string `json:"name"`
 	// At and Actor say when and by whom (for webhook events).
@@ -766,10 +766,11 @@ func (s repoSet) under(prefix []byte) []byte {
 }
 
 // deleteRepos removes the repositories of s: records, manifests, tags,
-// referrers, blob links and team grants, keeping the counters in step.
-// Blob records stay.
+// referrers, blob links, team grants, build settings and builds, keeping
+// the counters in step. Blob records stay.
 func (tx *txn) deleteRepos(s repoSet) {
 	tx.deleteRepoSocial(s)
+	tx.deleteBuildsOf(s)
 	for _, p := range [][]byte{prefixTag, prefixTagRev, prefixReferrer, prefixLink} {
 		for _, k := range tx.keys(s.under(p)) {
 			tx.del(k)

@@ -65,6 +65,13 @@ const (
 	TypeRecordWebhookAttempt Type = 39
 	TypeSetWebhookCallback   Type = 40
 	TypeRedeliverWebhook     Type = 41
+
+	TypeSetBuildSettings    Type = 42
+	TypeDeleteBuildSettings Type = 43
+	TypeQueueBuilds         Type = 44
+	TypeClaimBuild          Type = 45
+	TypeUpdateBuild         Type = 46
+	TypeCancelBuild         Type = 47
 )
 
 // envelopeVersion is the first byte of every encoded command. A node
@@ -159,6 +166,18 @@ func (t Type) String() string {
 		return "SetWebhookCallback"
 	case TypeRedeliverWebhook:
 		return "RedeliverWebhook"
+	case TypeSetBuildSettings:
+		return "SetBuildSettings"
+	case TypeDeleteBuildSettings:
+		return "DeleteBuildSettings"
+	case TypeQueueBuilds:
+		return "QueueBuilds"
+	case TypeClaimBuild:
+		return "ClaimBuild"
+	case TypeUpdateBuild:
+		return "UpdateBuild"
+	case TypeCancelBuild:
+		return "CancelBuild"
 	}
 	return fmt.Sprintf("Type(%d)", uint16(t))
 }
@@ -223,6 +242,13 @@ var newCommand = map[Type]func() Command{
 	TypeRecordWebhookAttempt: func() Command { return new(RecordWebhookAttempt) },
 	TypeSetWebhookCallback:   func() Command { return new(SetWebhookCallback) },
 	TypeRedeliverWebhook:     func() Command { return new(RedeliverWebhook) },
+
+	TypeSetBuildSettings:    func() Command { return new(SetBuildSettings) },
+	TypeDeleteBuildSettings: func() Command { return new(DeleteBuildSettings) },
+	TypeQueueBuilds:         func() Command { return new(QueueBuilds) },
+	TypeClaimBuild:          func() Command { return new(ClaimBuild) },
+	TypeUpdateBuild:         func() Command { return new(UpdateBuild) },
+	TypeCancelBuild:         func() Command { return new(CancelBuild) },
 }
 
 // Encode returns the envelope of c: [version][type uint16 BE][JSON payload].

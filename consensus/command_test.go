@@ -24,6 +24,8 @@ func TestTypeNumbers(t *testing.T) {
 		TypeStar: 32, TypeUnstar: 33, TypeAddPulls: 34, TypeSetOfficial: 35,
 		TypeCreateWebhook: 36, TypeUpdateWebhook: 37, TypeDeleteWebhook: 38,
 		TypeRecordWebhookAttempt: 39, TypeSetWebhookCallback: 40, TypeRedeliverWebhook: 41,
+		TypeSetBuildSettings: 42, TypeDeleteBuildSettings: 43, TypeQueueBuilds: 44,
+		TypeClaimBuild: 45, TypeUpdateBuild: 46, TypeCancelBuild: 47,
 	}
 	for typ, n := range want {
 		if uint16(typ) != n {

@@ -88,8 +88,10 @@ type stateMachine struct {
 	changes       chan struct{}
 	// repos is the log of changed repository records (social.go).
 	repos repoLog
-	// hooks wakes the webhook delivery worker (webhook.go).
-	hooks hookNotifier
+	// hooks wakes the webhook delivery worker (webhook.go); buildWake the
+	// builder when a build was queued, cancelled or finished (build.go).
+	hooks     notifier
+	buildWake notifier
 
 	// mu guards closed: pebble panics on use after Close, so every read
 	// holds mu for reading and Close takes it for writing.
@@ -172,6 +174,9 @@ func (f *stateMachine) ApplyBatch(logs []*raft.Log) []any {
 	}
 	if tx.hooksChanged {
 		f.hooks.wake()
+	}
+	if tx.buildsChanged {
+		f.buildWake.wake()
 	}
 	return out
 }
@@ -289,11 +294,13 @@ type txn struct {
 	// deleted (the search index follows them, see repoLog).
 	repos map[string]struct{}
 	// index is the Raft index of the entry being applied, seq numbers the
-	// webhook events it emits (webhook.go); hooksChanged is set when a
-	// delivery became due.
-	index        uint64
-	seq          int
-	hooksChanged bool
+	// webhook events and builds it creates (nextID); hooksChanged is set
+	// when a delivery became due, buildsChanged when a build was queued,
+	// cancelled or finished.
+	index         uint64
+	seq           int
+	hooksChanged  bool
+	buildsChanged bool
 }
 
 // run validates and applies one command and returns its result or error.

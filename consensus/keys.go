@@ -55,6 +55,10 @@ import (
 //	hookorg/<org>\x00<name>             id of an organization webhook
 //	delivery/<hook id>\x00<event id>    JSON hubmesh.WebhookDelivery: the outbox and delivery log
 //	hookdue/<16 hex ns>\x00<delivery id> empty: a pending delivery, by next attempt time
+//	buildset/<repo>                     JSON hubmesh.BuildSettings, secrets included (build.go)
+//	build/<id>                          JSON hubmesh.Build; ids are 20 hex digits in log order
+//	buildrepo/<repo>\x00<id>            empty: the builds of a repository (at most MaxBuildsPerRepo)
+//	buildopen/<id>                      empty: an unfinished build (the builders' queue)
 //
 // The Raft log and stable store live in a separate pebble database
 // (Dir/raft, see logstore.go); snapshots are files in Dir/snapshots.

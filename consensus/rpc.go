@@ -190,6 +190,10 @@ func decodeResult(t Type, raw json.RawMessage) (any, error) {
 		return decodeResultAs[hubmesh.Webhook](t, raw)
 	case TypeRecordWebhookAttempt:
 		return decodeResultAs[WebhookAttemptResult](t, raw)
+	case TypeQueueBuilds:
+		return decodeResultAs[[]hubmesh.Build](t, raw)
+	case TypeClaimBuild, TypeUpdateBuild, TypeCancelBuild:
+		return decodeResultAs[hubmesh.Build](t, raw)
 	}
 	return nil, nil
 }

@@ -22,8 +22,9 @@ import (
 
 // Webhooks: their configuration, and the outbox of events to deliver. The
 // FSM appends a delivery record for each (event, webhook) pair when a tag is
-// pushed or deleted or a repository is created or deleted and an enabled
-// webhook of the repository (or of its organization) asks for that event.
+// pushed or deleted, a repository is created or deleted, or a build is
+// queued, started or ended (build.go), and an enabled webhook of the
+// repository (or of its organization) asks for that event.
 // Apply has no side effects: the leader's delivery worker (node) reads the
 // due deliveries, POSTs them, and records each outcome with
 // RecordWebhookAttempt before it moves on, so a confirmed delivery is never
@@ -157,7 +158,11 @@ var (
 	hookIDRe   = regexp.MustCompile(`^[a-f0-9]{8,32}$`)
 	hookNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 	eventIDRe  = regexp.MustCompile(`^[a-f0-9]{20}$`)
-	knownEvent = []string{hubmesh.EventPush, hubmesh.EventTagDelete, hubmesh.EventRepoCreate, hubmesh.EventRepoDelete}
+	knownEvent = []string{
+		hubmesh.EventPush, hubmesh.EventTagDelete, hubmesh.EventRepoCreate, hubmesh.EventRepoDelete,
+		hubmesh.EventBuildQueued, hubmesh.EventBuildStarted, hubmesh.EventBuildSuccess, hubmesh.EventBuildFailure,
+		hubmesh.EventBuildCancelled,
+	}
 )
 
 func checkHookID(id string) error {
@@ -605,11 +610,18 @@ func (c *RedeliverWebhook) apply(tx *txn) (any, error) {
 
 // ---- the outbox ----
 
-// emit appends event typ of repo to the outbox: one delivery for each
-// enabled webhook of repo and of its namespace that asks for typ. It writes
-// nothing when none does. Repository webhooks come first, in name order; the
-// chained ones among them form the chain of this event.
+// emit appends event typ of repo to the outbox, as emitEvent does.
 func (tx *txn) emit(typ, repo, tag string, d digest.Digest, actor string, at time.Time) {
+	tx.emitEvent(hubmesh.WebhookEvent{Type: typ, Repo: repo, Tag: tag, Digest: d, Actor: actor, At: at})
+}
+
+// emitEvent appends ev (its ID set here) to the outbox: one delivery for
+// each enabled webhook of ev.Repo and of its namespace that asks for
+// ev.Type, due at ev.At. It writes nothing when none does. Repository
+// webhooks come first, in name order; the chained ones among them form
+// the chain of this event.
+func (tx *txn) emitEvent(ev hubmesh.WebhookEvent) {
+	typ, repo, at := ev.Type, ev.Repo, ev.At
 	var hooks []hubmesh.Webhook
 	scopes := [][]byte{scope(prefixHookRepo, repo)}
 	if ns := hubmesh.RepoOf(repo); ns != "" {
@@ -629,11 +641,7 @@ func (tx *txn) emit(typ, repo, tag string, d digest.Digest, actor string, at tim
 	if len(hooks) == 0 {
 		return
 	}
-	tx.seq++
-	ev := hubmesh.WebhookEvent{
-		ID: fmt.Sprintf("%016x%04x", tx.index, tx.seq), Type: typ, Repo: repo, Tag: tag,
-		Digest: d, Actor: actor, At: at,
-	}
+	ev.ID = tx.nextID()
 	var out []hubmesh.WebhookDelivery
 	prev := -1 // index in out of the previous chained delivery
 	for i := range hooks {
@@ -664,6 +672,15 @@ func (tx *txn) emit(typ, repo, tag string, d digest.Digest, actor string, at tim
 	}
 }
 
+// nextID is the next id numbered within the entry being applied: its Raft
+// index (16 hex digits) and a sequence number (4 hex digits). Event and
+// build ids come from it, so they sort in log order and every replica
+// derives the same ones.
+func (tx *txn) nextID() string {
+	tx.seq++
+	return fmt.Sprintf("%016x%04x", tx.index, tx.seq)
+}
+
 // makeRoom reports whether h may take one more delivery record, deleting
 // its oldest finished record when it holds MaxDeliveriesPerHook.
 func (tx *txn) makeRoom(h *hubmesh.Webhook) bool {
@@ -685,19 +702,20 @@ func (tx *txn) makeRoom(h *hubmesh.Webhook) bool {
 
 // ---- reads ----
 
-// hookNotifier wakes the one delivery worker of a node when deliveries
-// become due. The zero value is ready.
-type hookNotifier struct {
+// notifier wakes the one consumer of a kind of change (the webhook
+// delivery worker, the builder), coalescing the signals. The zero value is
+// ready.
+type notifier struct {
 	once sync.Once
 	ch   chan struct{}
 }
 
-func (h *hookNotifier) c() chan struct{} {
+func (h *notifier) c() chan struct{} {
 	h.once.Do(func() { h.ch = make(chan struct{}, 1) })
 	return h.ch
 }
 
-func (h *hookNotifier) wake() {
+func (h *notifier) wake() {
 	select {
 	case h.c() <- struct{}{}:
 	default:
