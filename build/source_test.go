@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -359,5 +360,39 @@ func TestHostKeyCallback(t *testing.T) {
 	cb, err := hostKeyCallback("", true)
 	if err != nil || cb("h:22", nil, other) != nil {
 		t.Errorf("insecure callback refused a key: %v", err)
+	}
+}
+
+func TestSourceHost(t *testing.T) {
+	for url, want := range map[string]string{
+		"https://git.example/acme/api.git":  "git.example",
+		"http://10.0.0.1:3000/acme/api.git": "10.0.0.1",
+		"ssh://git@[::1]:2222/acme/api.git": "::1",
+		"git@github.com:acme/api.git":       "github.com",
+		"/srv/git/api":                      "",
+		"file:///srv/git/api":               "",
+		"ftp://nope":                        "",
+	} {
+		if got := (Source{URL: url}).Host(); got != want {
+			t.Errorf("Host(%q) = %q, want %q", url, got, want)
+		}
+	}
+}
+
+func TestRefusalBodyCapped(t *testing.T) {
+	big := strings.Repeat("x", 10*maxRefusalBody)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, big)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := Checkout(ctx, Source{URL: srv.URL + "/acme/api.git"}, Ref{Type: SourceBranch, Name: "main"}, t.TempDir())
+	if err == nil {
+		t.Fatal("checkout from a server answering 404 succeeded")
+	}
+	if n := len(err.Error()); n > 2*maxRefusalBody {
+		t.Fatalf("error is %d bytes long: the 404 body was not capped", n)
 	}
 }

@@ -59,6 +59,12 @@ const maxCredentialLen = 8 << 10
 // that it keeps that token's scope cap and dies with it.
 const tokenMarker = "access-token"
 
+// buildMarker is the type of the Access entry that makes a registry token
+// the credential of one automated build (Auth.BuildToken): its name is
+// the build id, and the token's only repository entry is what the build
+// may push to, even when manual pushes to it are disabled.
+const buildMarker = "build"
+
 // AuthConfig is what access control needs from the node.
 type AuthConfig struct {
 	// Identities reads users, tokens, access facts and signing keys;
@@ -77,6 +83,10 @@ type AuthConfig struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now (tests set it).
 	Now func() time.Time
+	// Builds reads the automated build settings of repositories, so that
+	// pushes to a repository built automatically are refused unless its
+	// settings allow them; nil means no repository is built automatically.
+	Builds BuildSettingsReader
 }
 
 // Auth authenticates requests and authorizes them against the access
@@ -90,6 +100,7 @@ type Auth struct {
 	limiter   *auth.Limiter
 	log       *slog.Logger
 	now       func() time.Time
+	builds    BuildSettingsReader
 
 	keysMu sync.Mutex
 	keys   *auth.KeySet
@@ -131,6 +142,7 @@ func NewAuth(cfg AuthConfig) (*Auth, error) {
 		limiter:   cfg.Limiter,
 		log:       cfg.Logger,
 		now:       cfg.Now,
+		builds:    cfg.Builds,
 	}
 	if a.service == "" {
 		a.service = DefaultService
@@ -236,6 +248,9 @@ type identity struct {
 	scopes  []string
 	// access is what a registry token grants (methodAccess only).
 	access []auth.Access
+	// buildRepo and buildID are set for the token of an automated build
+	// (Auth.BuildToken): it may push to buildRepo, and to nothing else.
+	buildRepo, buildID string
 }
 
 // Authentication methods.
@@ -501,6 +516,7 @@ func (a *Auth) tokenIdentity(ctx context.Context, c auth.Claims, now time.Time) 
 		if c.Kind != auth.KindAccess {
 			return identity{}, fmt.Errorf("token without subject: %w", hubmesh.ErrUnauthenticated)
 		}
+		id.buildRepo, id.buildID = buildOf(c.Access)
 		return id, nil
 	}
 	u, err := a.activeUser(ctx, c.Subject)
@@ -541,6 +557,26 @@ func tokenMarkerOf(id identity) []auth.Access {
 		return nil
 	}
 	return []auth.Access{{Type: tokenMarker, Name: id.tokenID, Actions: []string{}}}
+}
+
+// buildOf reads the build marker of a registry token: the repository and
+// build id of a token made by Auth.BuildToken, or "" when access is not
+// exactly one build marker and one repository.
+func buildOf(access []auth.Access) (repo, build string) {
+	for _, acc := range access {
+		switch {
+		case acc.Type == buildMarker && build == "" && acc.Name != "":
+			build = acc.Name
+		case acc.Type == "repository" && repo == "":
+			repo = acc.Name
+		default:
+			return "", ""
+		}
+	}
+	if repo == "" || build == "" {
+		return "", ""
+	}
+	return repo, build
 }
 
 // peekJWT reads the kid of the header and the typ claim of a compact JWT

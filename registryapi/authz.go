@@ -97,6 +97,7 @@ const (
 	denied                  // 403 for a known identity, 401 for anonymous
 	scopeMissing            // the token lacks an action the subject holds: 401
 	subjectRejected         // the identity's user is gone or disabled: 401
+	automated               // a push to a repository only its builds push to: 403
 )
 
 // decide applies the policy to one action of id on repo.
@@ -109,6 +110,11 @@ func (a *Auth) decide(ctx context.Context, id identity, repo, action string) (ve
 		return subjectRejected, nil
 	}
 	live := auth.CapActions(auth.Actions(f), id.scopes)
+	if id.buildRepo != "" && id.buildRepo == repo && f.RepoExists {
+		// An automated build's token is the whole grant on its repository;
+		// elsewhere it is anonymous.
+		live = grantedActions(id.access, repo)
+	}
 	switch {
 	case id.user == "" && action == auth.ActionPull && !f.RepoExists:
 		// Anonymous: a missing repository looks like a private one (both
@@ -120,10 +126,41 @@ func (a *Auth) decide(ctx context.Context, id identity, repo, action string) (ve
 			return hidden, nil
 		}
 		return denied, nil
-	case id.method == methodAccess && !slices.Contains(grantedActions(id.access, repo), action):
+	}
+	if action == auth.ActionPush && id.buildRepo != repo {
+		refused, err := a.manualPushRefused(ctx, repo)
+		if err != nil {
+			return denied, err
+		}
+		if refused {
+			return automated, nil
+		}
+	}
+	if id.method == methodAccess && !slices.Contains(grantedActions(id.access, repo), action) {
 		return scopeMissing, nil
 	}
 	return allowed, nil
+}
+
+// manualPushRefused reports whether repo is built automatically with
+// manual pushes disabled: then only its builds push to it.
+func (a *Auth) manualPushRefused(ctx context.Context, repo string) (bool, error) {
+	if a.builds == nil {
+		return false, nil
+	}
+	s, err := a.builds.BuildSettings(ctx, repo)
+	if errors.Is(err, hubmesh.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("build settings of %s: %w", repo, err)
+	}
+	return !s.AllowPushes, nil
+}
+
+// automatedMessage says why a push to an automated repository is refused.
+func automatedMessage(repo string) string {
+	return fmt.Sprintf("repository %s is built automatically: manual pushes are disabled (build settings allow_pushes)", repo)
 }
 
 // grantedActions are the actions a registry token grants on repo.
@@ -189,6 +226,15 @@ func (a *Auth) authorizeV2(r *http.Request, rt route) (*http.Request, error) {
 		return r, a.challenge(r, scope, "invalid_token", nil)
 	case scopeMissing:
 		return r, a.challenge(r, scope, "insufficient_scope", nil)
+	case automated:
+		if id.method == methodAccess || id.user == "" {
+			// As for a token without the action (docker gives up at once on
+			// a 401), with the reason in the body.
+			c := a.challenge(r, scope, "insufficient_scope", nil)
+			c.message = automatedMessage(rt.Name)
+			return r, c
+		}
+		return r, newError(codeDenied, "%s", automatedMessage(rt.Name))
 	case denied:
 		if id.user == "" {
 			attr := ""

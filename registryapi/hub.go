@@ -60,6 +60,10 @@ type HubConfig struct {
 	// Federation receives the push webhooks of the meshes this node
 	// mirrors; without it /api/v1/federation/ answers 404.
 	Federation Federation
+	// Builds is the automated build state and the build logs; without it
+	// the build endpoints answer 503. Give the same state to
+	// AuthConfig.Builds, which refuses manual pushes.
+	Builds Builds
 }
 
 // Hub serves /api/v1/ (everything but /api/v1/cluster/, which
@@ -76,6 +80,7 @@ type Hub struct {
 	// hookURLCheck is HubConfig.WebhookURLCheck.
 	hookURLCheck func(ctx context.Context, url string) error
 	federation   Federation
+	builds       Builds
 	images       *imageCache
 	log          *slog.Logger
 	mux          *http.ServeMux
@@ -122,8 +127,8 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		auth: cfg.Auth, accounts: cfg.Accounts, listings: cfg.Listings, log: cfg.Logger,
 		search: cfg.Search, social: cfg.Social, manifests: cfg.Manifests, blobs: cfg.Blobs,
 		webhooks: cfg.Webhooks, hookURLCheck: cfg.WebhookURLCheck, federation: cfg.Federation,
-		images: newImageCache(),
-		mux:    http.NewServeMux(), paths: map[string]map[string]hubRoute{},
+		builds: cfg.Builds, images: newImageCache(),
+		mux: http.NewServeMux(), paths: map[string]map[string]hubRoute{},
 	}
 	h.routes()
 	for _, p := range h.order {
@@ -192,6 +197,7 @@ func (h *Hub) routes() {
 	h.handle("GET", p+"/users/{name}/starred", levelAnyone, h.listStarred)
 	h.handle("GET", p+"/openapi.json", levelAnyone, h.openAPI)
 	h.webhookRoutes(p)
+	h.buildRoutes(p)
 	h.handle("POST", p+"/federation/{name}/hook", levelAnyone, h.federationHook)
 
 	// The docker daemon's search protocol (registry API v1): the node
@@ -277,6 +283,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, methods map[string]h
 		// a registry token is a capability for repositories: here it
 		// only reads, as its subject
 		id.access, id.scopes = nil, []string{hubmesh.ScopeRead}
+		id.buildRepo, id.buildID = "", ""
 	}
 	switch {
 	case rt.level >= levelUser && id.user == "":

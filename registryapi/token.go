@@ -3,9 +3,11 @@ package registryapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hubmesh/hubmesh"
@@ -218,6 +220,16 @@ func (a *Auth) grant(ctx context.Context, id identity, scopes []auth.Scope) ([]a
 				continue
 			}
 			allowed := auth.CapActions(auth.Actions(f), id.scopes)
+			if slices.Contains(allowed, auth.ActionPush) {
+				refused, err := a.manualPushRefused(ctx, sc.Name)
+				if err != nil {
+					return nil, err
+				}
+				if refused {
+					// only the repository's builds push to it (BuildToken)
+					allowed = slices.DeleteFunc(allowed, func(s string) bool { return s == auth.ActionPush })
+				}
+			}
 			out = append(out, auth.Access{Type: sc.Type, Name: sc.Name, Actions: auth.Intersect(sc.Actions, allowed)})
 		case "registry":
 			out = append(out, auth.Access{Type: sc.Type, Name: sc.Name, Actions: auth.Intersect(sc.Actions, []string{auth.ActionAll})})
@@ -258,4 +270,34 @@ func (t *TokenHandler) writeOAuthError(w http.ResponseWriter, r *http.Request, e
 		Error       string `json:"error"`
 		Description string `json:"error_description,omitempty"`
 	}{oe.code, oe.message})
+}
+
+// MaxBuildTokenTTL bounds the lifetime of a build's registry token.
+const MaxBuildTokenTTL = 2 * time.Hour
+
+// BuildToken signs the registry token an automated build pushes with: an
+// access token without a subject granting pull and push on repo only, and
+// carrying the build id. It is the one credential that may push to a
+// repository whose build settings disable manual pushes. ttl is capped at
+// MaxBuildTokenTTL.
+func (a *Auth) BuildToken(repo, buildID string, ttl time.Duration) (string, error) {
+	if !validName(repo) {
+		return "", fmt.Errorf("build token: invalid repository name %q: %w", truncate(repo, 300), hubmesh.ErrInvalid)
+	}
+	if buildID == "" || len(buildID) > 128 {
+		return "", fmt.Errorf("build token: build id %q: %w", truncate(buildID, 130), hubmesh.ErrInvalid)
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("build token: ttl %v must be positive: %w", ttl, hubmesh.ErrInvalid)
+	}
+	ttl = min(ttl, MaxBuildTokenTTL)
+	now := a.now().UTC().Truncate(time.Second)
+	return a.sign(context.Background(), auth.Claims{
+		Kind: auth.KindAccess, Issuer: a.issuer(), Audience: a.service,
+		IssuedAt: now, NotBefore: now, Expires: now.Add(ttl),
+		Access: []auth.Access{
+			{Type: "repository", Name: repo, Actions: []string{auth.ActionPull, auth.ActionPush}},
+			{Type: buildMarker, Name: buildID, Actions: []string{}},
+		},
+	})
 }
