@@ -12,6 +12,8 @@ import (
 
 	"github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hubmesh/hubmesh/build"
 )
 
 // Config is everything a node is started with. Precedence, applied by
@@ -97,6 +99,26 @@ type Config struct {
 	// WebhookMaxFailures disables a webhook after this many consecutive
 	// failed delivery attempts (with an audit event); 0 never does.
 	WebhookMaxFailures int `yaml:"webhook_max_failures"`
+	// Builder makes this node run automated builds: it claims queued
+	// builds, builds them with the Docker daemon at BuilderDockerHost and
+	// pushes the images into the mesh.
+	Builder bool `yaml:"builder"`
+	// BuilderDockerHost is the Docker Engine API endpoint of the builder,
+	// unix:///path/to/docker.sock or tcp://host:port.
+	BuilderDockerHost string `yaml:"builder_docker_host"`
+	// BuilderConcurrency is how many builds the builder runs at once.
+	BuilderConcurrency int `yaml:"builder_concurrency"`
+	// BuilderRegistry is host:port of this node's registry as the Docker
+	// daemon reaches it, to push built images and pull base images from
+	// the mesh. Empty: the HTTP listen address, with an unspecified host
+	// replaced by 127.0.0.1.
+	BuilderRegistry string `yaml:"builder_registry"`
+	// BuildLease is how long a claimed build stays with its builder
+	// without a heartbeat (sent every third of it): a builder that dies
+	// loses its builds to another builder after this long.
+	BuildLease time.Duration `yaml:"build_lease"`
+	// BuildTimeout bounds one build; a build that runs longer fails.
+	BuildTimeout time.Duration `yaml:"build_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text, json or auto (text on a terminal, else json).
@@ -117,6 +139,10 @@ func Default() Config {
 		FederateInterval:   time.Minute,
 		AuthService:        "hubmesh",
 		WebhookMaxFailures: 50,
+		BuilderDockerHost:  build.DefaultEngineHost,
+		BuilderConcurrency: 1,
+		BuildLease:         30 * time.Second,
+		BuildTimeout:       time.Hour,
 		LogLevel:           "info",
 		LogFormat:          "auto",
 	}
@@ -190,6 +216,7 @@ func (c Config) Validate() error {
 	if c.WebhookMaxFailures < 0 {
 		errs = append(errs, fmt.Errorf("webhook-max-failures %d: want 0 (never) or more", c.WebhookMaxFailures))
 	}
+	errs = append(errs, c.validateBuilder()...)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -201,6 +228,35 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log-format %q: want auto, text or json", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// validateBuilder checks the builder settings. They are checked whether
+// or not Builder is set, so that a bad value is found before it is used.
+func (c Config) validateBuilder() []error {
+	var errs []error
+	if c.Builder {
+		if _, err := build.NewEngine(c.BuilderDockerHost); err != nil {
+			errs = append(errs, fmt.Errorf("builder-docker-host: %v", err))
+		}
+	}
+	if c.BuilderConcurrency < 1 || c.BuilderConcurrency > 64 {
+		errs = append(errs, fmt.Errorf("builder-concurrency %d: want 1 to 64", c.BuilderConcurrency))
+	}
+	if c.BuilderRegistry != "" {
+		host, port, err := net.SplitHostPort(c.BuilderRegistry)
+		if err != nil || host == "" || strings.ContainsAny(c.BuilderRegistry, "/ ") {
+			errs = append(errs, fmt.Errorf("builder-registry %q: want host:port as the Docker daemon reaches this node", c.BuilderRegistry))
+		} else if _, err := net.LookupPort("tcp", port); err != nil {
+			errs = append(errs, fmt.Errorf("builder-registry %q: bad port", c.BuilderRegistry))
+		}
+	}
+	if c.BuildLease < time.Second {
+		errs = append(errs, fmt.Errorf("build-lease %s: want at least 1s", c.BuildLease))
+	}
+	if c.BuildTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("build-timeout %s: must be positive", c.BuildTimeout))
+	}
+	return errs
 }
 
 // LoadFile decodes the YAML file at path onto c. Unknown keys are an error,

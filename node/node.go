@@ -68,6 +68,12 @@ type Node struct {
 	fed     *federation  // nil without --federate
 	leaders *leaderWatch // how long the node has been without a leader (offline.go)
 
+	// buildLogs are the logs of builds running here; builder and poller
+	// are nil without --builder (builds.go).
+	buildLogs *buildLogs
+	builder   *builder
+	poller    *buildPoller
+
 	// needJoin is set when the node has no state and --join was given.
 	needJoin bool
 	self     consensus.Member
@@ -171,6 +177,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		log: logger.With("component", "replication"),
 	}
 	n.host.Handle(blobProtocol, n.blobs.serveRPC)
+	n.buildLogs = newBuildLogs(filepath.Join(cfg.DataDir, dirBuilds))
+	n.host.Handle(buildLogProtocol, n.buildLogs.serveRPC)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -216,10 +224,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		},
 		Service: cfg.AuthService,
 		Events:  n.events,
+		Builds:  localBuildSettings{n.meta},
 		Logger:  logger.With("component", "auth"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if cfg.Builder {
+		if err := n.setUpBuilder(ctx, access, logger); err != nil {
+			return nil, err
+		}
 	}
 	api, err := registryapi.New(registryapi.Config{
 		Manifests:  manifests,
@@ -249,6 +263,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		Auth: access, Accounts: actorAccounts{n.meta}, Listings: n.meta, Logger: logger.With("component", "api"),
 		Search: n.search, Social: n.meta, Manifests: n.meta, Blobs: n.blobs,
 		Webhooks: n.meta, WebhookURLCheck: eg.checkURL, Federation: fedHooks,
+		Builds: &buildsAPI{
+			Node: n.meta, self: n.host.ID(), logs: n.buildLogs, blobs: n.blobs, host: n.host, recheck: buildLogRecheck,
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
@@ -368,6 +385,11 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}
 		n.log.Info("serving", "http", addrs.HTTP, "p2p", addrs.P2P, "peer_id", addrs.PeerID)
+		if n.builder != nil {
+			// Builds start once the node serves: the builder pushes here.
+			g.Go(func() error { return n.builder.Run(gctx) })
+			g.Go(func() error { return n.poller.Run(gctx) })
+		}
 		if n.cfg.WriteJoinToken != "" {
 			g.Go(func() error {
 				if err := n.cluster.writeTokenFile(gctx, n.cfg.WriteJoinToken); err != nil {

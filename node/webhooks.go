@@ -323,6 +323,8 @@ type dockerPayload struct {
 	Event       string      `json:"event"`
 	PushData    pushData    `json:"push_data"`
 	Repository  repoPayload `json:"repository"`
+	// Build is the build of a build event (not in Docker Hub's payload).
+	Build *hubmesh.Build `json:"build,omitempty"`
 }
 
 type pushData struct {
@@ -386,6 +388,7 @@ func (w *hookWorker) payload(ctx context.Context, hook hubmesh.Webhook, d hubmes
 		Event:       ev.Type,
 		PushData:    pushData{PushedAt: ev.At.Unix(), Pusher: ev.Actor, Tag: ev.Tag, Images: []string{}, Digest: ev.Digest},
 		Repository:  repo,
+		Build:       ev.Build,
 	}
 	if ev.Digest != "" {
 		p.PushData.Images = []string{ev.Digest.String()}

@@ -73,3 +73,56 @@ func TestEnvName(t *testing.T) {
 		}
 	}
 }
+
+// TestServeBuilderFlags checks the builder settings: --builder alone is a
+// switch, the Docker host defaults to DOCKER_HOST, and the environment
+// twins work.
+func TestServeBuilderFlags(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+	t.Setenv("HUBMESH_BUILD_TIMEOUT", "20m")
+	cmd := newServeCmd()
+	if err := cmd.ParseFlags([]string{"--builder", "--builder-concurrency", "3", "--build-lease", "9s", "--builder-registry", "registry:5000"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadServeConfig(cmd.Flags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Builder || cfg.BuilderConcurrency != 3 || cfg.BuildLease.String() != "9s" || cfg.BuilderRegistry != "registry:5000" {
+		t.Errorf("builder settings from flags: %+v", cfg)
+	}
+	if cfg.BuilderDockerHost != "tcp://127.0.0.1:2375" {
+		t.Errorf("docker host %q: want DOCKER_HOST", cfg.BuilderDockerHost)
+	}
+	if cfg.BuildTimeout.String() != "20m0s" {
+		t.Errorf("build timeout %s: want the environment's 20m", cfg.BuildTimeout)
+	}
+
+	cmd = newServeCmd()
+	if err := cmd.ParseFlags([]string{"--builder=false"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = loadServeConfig(cmd.Flags()); err != nil || cfg.Builder {
+		t.Errorf("--builder=false: builder %v, %v", cfg.Builder, err)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--builder-concurrency", "0"}, "builder-concurrency"},
+		{[]string{"--build-lease", "10ms"}, "build-lease"},
+		{[]string{"--build-timeout", "soon"}, "build-timeout"},
+		{[]string{"--builder", "--builder-docker-host", "ftp://x"}, "builder-docker-host"},
+		{[]string{"--builder-registry", "http://x/y"}, "builder-registry"},
+	} {
+		cmd := newServeCmd()
+		if err := cmd.ParseFlags(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		_, err := loadServeConfig(cmd.Flags())
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("loadServeConfig(%v) = %v, want one line mentioning %q", tc.args, err, tc.want)
+		}
+	}
+}

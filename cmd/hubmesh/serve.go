@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/hubmesh/hubmesh/build"
 	"github.com/hubmesh/hubmesh/mesh"
 	"github.com/hubmesh/hubmesh/node"
 )
@@ -130,6 +131,52 @@ var serveSettings = []setting{
 			c.WebhookMaxFailures = n
 			return nil
 		}},
+	{"builder", "run automated builds on this node with the Docker daemon of --builder-docker-host (--builder alone means true)",
+		func(c *node.Config) string { return strconv.FormatBool(c.Builder) },
+		func(c *node.Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			c.Builder = b
+			return nil
+		}},
+	{"builder-docker-host", "Docker Engine API of the builder, unix:///path/docker.sock or tcp://host:port (default: DOCKER_HOST, else the local socket)",
+		func(c *node.Config) string { return c.BuilderDockerHost },
+		func(c *node.Config, v string) error { c.BuilderDockerHost = v; return nil }},
+	{"builder-concurrency", "how many builds the builder runs at once",
+		func(c *node.Config) string { return strconv.Itoa(c.BuilderConcurrency) },
+		func(c *node.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			c.BuilderConcurrency = n
+			return nil
+		}},
+	{"builder-registry", "host:port of this node's registry as the builder's Docker daemon reaches it (default: the HTTP address, 127.0.0.1 for an unspecified host)",
+		func(c *node.Config) string { return c.BuilderRegistry },
+		func(c *node.Config, v string) error { c.BuilderRegistry = v; return nil }},
+	{"build-lease", "how long a claimed build stays with its builder without a heartbeat; a dead builder's builds go to another builder after it",
+		func(c *node.Config) string { return c.BuildLease.String() },
+		func(c *node.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration such as 30s", v)
+			}
+			c.BuildLease = d
+			return nil
+		}},
+	{"build-timeout", "longest a build may run before it fails",
+		func(c *node.Config) string { return c.BuildTimeout.String() },
+		func(c *node.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration such as 1h", v)
+			}
+			c.BuildTimeout = d
+			return nil
+		}},
 	{"log-level", "debug, info, warn or error",
 		func(c *node.Config) string { return c.LogLevel },
 		func(c *node.Config, v string) error { c.LogLevel = v; return nil }},
@@ -174,20 +221,35 @@ func newServeCmd() *cobra.Command {
 			return serve(cmd, cfg)
 		},
 	}
-	def := node.Default()
+	def := serveDefaults()
 	f := cmd.Flags()
 	f.String("config", "", "YAML config file (env "+envName("config")+")")
 	for _, s := range serveSettings {
 		addSettingFlag(f, s, s.get(&def), s.usage+" (env "+envName(s.flag)+")")
+		if boolSettings[s.flag] {
+			f.Lookup(s.flag).NoOptDefVal = "true"
+		}
 	}
 	return cmd
+}
+
+// boolSettings are the serve settings that are switches: the flag alone
+// means true (--builder), and --builder=false turns it off.
+var boolSettings = map[string]bool{"builder": true}
+
+// serveDefaults are node.Default with the defaults that main takes from
+// the environment: the builder's Docker host from DOCKER_HOST.
+func serveDefaults() node.Config {
+	cfg := node.Default()
+	cfg.BuilderDockerHost = build.EngineHostFromEnv()
+	return cfg
 }
 
 // loadServeConfig applies defaults, then the config file, then the
 // environment, then the flags that were given. Every problem is reported
 // at once by Validate.
 func loadServeConfig(flags *pflag.FlagSet) (node.Config, error) {
-	cfg := node.Default()
+	cfg := serveDefaults()
 	path, _ := flags.GetString("config")
 	if !flags.Changed("config") {
 		path = os.Getenv(envName("config"))
