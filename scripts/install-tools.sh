@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # install-tools.sh installs the pinned client tools that the end-to-end tests
 # drive (crane, regctl, oras, the OCI conformance suite, skopeo) into
-# $REPO/.tools/bin. It is idempotent: a tool whose stamp file names the pinned
+# $REPO/.tools/bin, and the static busybox (/bin/busybox) that the automated
+# build tests put into a FROM scratch base image. It is idempotent: a tool whose stamp file names the pinned
 # version is skipped, so a second run costs a few stat calls.
 #
 # Go tools come from the Go module proxy (go install module@version); skopeo
-# comes from Debian (apt-get), installed only when it is not already on PATH.
+# and busybox-static come from Debian (apt-get), installed only when skopeo is
+# not already on PATH and /bin/busybox is missing.
 #
 # Usage: scripts/install-tools.sh [tool...]   (default: all)
 #   TOOLS_DIR overrides the install root (default: $REPO/.tools).
@@ -48,24 +50,41 @@ go_tool() {
 	printf '%s\n' "$mod@$version" >"$stamp"
 }
 
-install_skopeo() {
-	if command -v skopeo >/dev/null 2>&1; then
-		return 0
-	fi
+# apt_install PACKAGE installs a Debian package, running apt-get update
+# first when the package has no install candidate yet.
+apt_install() {
+	local pkg="$1"
 	if ! command -v apt-get >/dev/null 2>&1; then
-		log "skopeo is not on PATH and apt-get is not available; install skopeo by hand"
+		log "apt-get is not available; install $pkg by hand"
 		return 1
 	fi
 	local sudo=""
 	if [[ "$(id -u)" != 0 ]]; then
 		sudo="sudo"
 	fi
-	if ! apt-cache policy skopeo 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-		log "apt-get update (skopeo has no install candidate yet)"
+	if ! apt-cache policy "$pkg" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
+		log "apt-get update ($pkg has no install candidate yet)"
 		$sudo apt-get update -qq
 	fi
-	log "apt-get install skopeo"
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends skopeo >/dev/null
+	log "apt-get install $pkg"
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+}
+
+install_skopeo() {
+	if command -v skopeo >/dev/null 2>&1; then
+		return 0
+	fi
+	apt_install skopeo
+}
+
+# install_busybox installs Debian's busybox-static: one statically linked
+# binary, /bin/busybox, that the build tests copy into a FROM scratch image
+# (the tests cannot pull a base image from the internet).
+install_busybox() {
+	if [[ -x /bin/busybox ]]; then
+		return 0
+	fi
+	apt_install busybox-static
 }
 
 install_one() {
@@ -75,8 +94,9 @@ install_one() {
 	oras) go_tool oras "$ORAS_MOD" "$ORAS_VERSION" ;;
 	conformance) go_tool conformance "$CONFORMANCE_MOD" "$CONFORMANCE_VERSION" ;;
 	skopeo) install_skopeo ;;
+	busybox) install_busybox ;;
 	*)
-		log "unknown tool $1 (known: crane regctl oras conformance skopeo)"
+		log "unknown tool $1 (known: crane regctl oras conformance skopeo busybox)"
 		return 2
 		;;
 	esac
@@ -84,7 +104,7 @@ install_one() {
 
 tools=("$@")
 if [[ ${#tools[@]} -eq 0 ]]; then
-	tools=(crane regctl oras conformance skopeo)
+	tools=(crane regctl oras conformance skopeo busybox)
 fi
 for t in "${tools[@]}"; do
 	install_one "$t"

@@ -57,7 +57,7 @@ func newRootCmd() *cobra.Command {
 	})
 	root.AddCommand(newServeCmd(), newClusterCmd(), newVersionCmd(), newHealthcheckCmd(),
 		newLoginCmd(), newUserCmd(), newOrgCmd(), newTeamCmd(), newRepoCmd(), newNamespaceCmd(), newTokenCmd(),
-		newAuditCmd(), newSettingsCmd(), newKeysCmd(), newSearchCmd(), newWebhookCmd(),
+		newAuditCmd(), newSettingsCmd(), newKeysCmd(), newSearchCmd(), newWebhookCmd(), newBuildCmd(),
 		newExportCmd(), newImportCmd())
 	// Cobra only checks the root's arguments when it has a RunE: without
 	// one, an unknown command would print help and exit 0.

@@ -132,7 +132,8 @@ func newWebhookAddCmd() *cobra.Command {
 		Short: "Add a webhook to a repository (or, with --org, to every repository of an organization)",
 		Long: "Add a webhook. Each delivery is a POST of Docker Hub's payload (or a CloudEvent with\n" +
 			"--format cloudevents), signed with X-Hub-Signature-256 when a secret is set. Events:\n" +
-			"push (default), tag_delete, repo_create, repo_delete. --chain: the chained webhooks of a\n" +
+			"push (default), tag_delete, repo_create, repo_delete, build_queued, build_started,\n" +
+			"build_success, build_failure, build_cancelled. --chain: the chained webhooks of a\n" +
 			"repository fire in name order, each after the previous one's receiver reported success\n" +
 			"to its callback_url.",
 		Example: "  hubmesh webhook add acme/api --name ci --url https://ci.example/hook --secret-file s\n" +
@@ -174,7 +175,7 @@ func newWebhookAddCmd() *cobra.Command {
 	fl.StringVar(&name, "name", "", "name of the webhook (unique in its repository or organization)")
 	fl.StringVar(&hookURL, "url", "", "URL the deliveries are POSTed to")
 	fl.StringVar(&secretFn, "secret-file", "", "file holding the HMAC secret ('-': standard input)")
-	fl.StringVar(&events, "events", "push", "comma-separated events: push, tag_delete, repo_create, repo_delete")
+	fl.StringVar(&events, "events", "push", "comma-separated events: push, tag_delete, repo_create, repo_delete, build_queued, build_started, build_success, build_failure, build_cancelled")
 	fl.StringVar(&format, "format", "docker", "payload format: docker or cloudevents")
 	fl.BoolVar(&chain, "chain", false, "chain this webhook after the repository's other chained ones (name order)")
 	return cmd
