@@ -2,17 +2,21 @@ package build
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/hubmesh/hubmesh"
 )
@@ -35,12 +39,16 @@ func EngineHostFromEnv() string {
 // answers in its current API version, and writes the few calls by hand
 // rather than linking the docker client module.
 //
-// Builds use the classic builder (version=1): BuildKit over the API needs
-// a gRPC session that this client does not implement. The Dockerfiles of
+// Builds go through BuildKit (version=2) by default, with the classic
+// builder as a fallback; see BuildOptions.Builder. The Dockerfiles of
 // automated builds work with both.
 type Engine struct {
 	hc   *http.Client
 	base string // http://docker for a unix socket, http://host:port for tcp
+
+	// noBuildKit is set once the daemon refused a BuildKit build: later
+	// builds that leave the builder to the Engine go classic directly.
+	noBuildKit atomic.Bool
 }
 
 // NewEngine returns a client for host, "unix:///path/to/docker.sock" or
@@ -103,9 +111,33 @@ type BuildOptions struct {
 	// Pull asks the daemon to pull a newer base image first.
 	Pull bool
 	// RegistryAuths are credentials for pulling base images, by registry
-	// host ("registry:5000").
+	// host ("registry:5000"). Only the classic builder uses them (see
+	// Builder).
 	RegistryAuths map[string]RegistryAuth
+	// Builder is BuilderBuildKit, BuilderClassic, or "" to let the Engine
+	// choose: BuildKit, unless RegistryAuths are set or the daemon refused
+	// BuildKit before, and the classic builder when the daemon refuses it.
+	Builder string
 }
+
+// The builders of BuildOptions.Builder.
+//
+// BuildKit is driven without a session (this client does not speak the
+// session's gRPC protocol): the context goes up as the request's tar body,
+// as for the classic builder, and base images are pulled anonymously, so
+// a build with RegistryAuths needs the classic builder. Registries on
+// 127.0.0.0/8 are insecure (plain HTTP) by default for both, and tags,
+// Dockerfile path, build args, labels, NoCache and Pull work the same.
+const (
+	BuilderBuildKit = "buildkit"
+	BuilderClassic  = "classic"
+)
+
+// replayLimit is how much of a build context Build keeps to send it again
+// to the classic builder when the daemon refuses BuildKit. The daemon
+// refuses before reading the body, so little more than the socket buffers
+// has been consumed by then.
+const replayLimit = 4 << 20
 
 // RegistryAuth is a credential the daemon presents to a registry, sent
 // base64url-encoded in X-Registry-Auth. Set Username and Password (a
@@ -140,9 +172,11 @@ func (e *BuildError) Error() string { return "build failed: " + e.Message }
 func (e *BuildError) Unwrap() error { return hubmesh.ErrInvalid }
 
 // Build sends the tar stream buildContext to the daemon, forwards the
-// build output to log (may be nil) and returns the image ID
-// ("sha256:..."). A failed build returns a *BuildError with the daemon's
-// message; a daemon that cannot be reached wraps hubmesh.ErrUnavailable.
+// build output to log (may be nil; BuildKit's progress is rendered as
+// plain text, like `docker build --progress=plain`) and returns the image
+// ID ("sha256:..."). A failed build returns a *BuildError with the
+// daemon's message; a daemon that cannot be reached or refuses the
+// requested builder wraps hubmesh.ErrUnavailable.
 func (e *Engine) Build(ctx context.Context, buildContext io.Reader, opts BuildOptions, log io.Writer) (string, error) {
 	q := url.Values{}
 	for _, t := range opts.Tags {
@@ -151,7 +185,6 @@ func (e *Engine) Build(ctx context.Context, buildContext io.Reader, opts BuildOp
 	if opts.Dockerfile != "" {
 		q.Set("dockerfile", opts.Dockerfile)
 	}
-	q.Set("version", "1")
 	q.Set("rm", "1")
 	q.Set("forcerm", "1")
 	if opts.NoCache {
@@ -177,24 +210,94 @@ func (e *Engine) Build(ctx context.Context, buildContext io.Reader, opts BuildOp
 		}
 		h.Set("X-Registry-Config", v)
 	}
-	resp, err := e.do(ctx, http.MethodPost, "/build", q, h, buildContext)
+	switch opts.Builder {
+	case BuilderClassic:
+		return e.build(ctx, buildContext, q, h, false, log)
+	case BuilderBuildKit:
+		if len(opts.RegistryAuths) > 0 {
+			return "", fmt.Errorf("build: BuildKit without a session pulls anonymously: RegistryAuths need the %s builder: %w",
+				BuilderClassic, hubmesh.ErrInvalid)
+		}
+		body, stop := buildKitContext(buildContext)
+		defer stop()
+		return e.build(ctx, body, q, h, true, log)
+	case "":
+		if len(opts.RegistryAuths) > 0 || e.noBuildKit.Load() {
+			return e.build(ctx, buildContext, q, h, false, log)
+		}
+	default:
+		return "", fmt.Errorf("build: builder %q: want %q or %q: %w", opts.Builder, BuilderBuildKit, BuilderClassic, hubmesh.ErrInvalid)
+	}
+	body, stop := buildKitContext(buildContext)
+	defer stop()
+	rr := &replayReader{r: body}
+	id, err := e.build(ctx, rr, q, h, true, log)
+	var refused *buildKitRefused
+	if !errors.As(err, &refused) {
+		return id, err
+	}
+	e.noBuildKit.Store(true)
+	again, ok := rr.replay()
+	if !ok {
+		return "", fmt.Errorf("%w; more than %d bytes of the context were sent, so this build cannot be sent again, the next one uses the %s builder",
+			err, replayLimit, BuilderClassic)
+	}
+	if log != nil {
+		_, _ = fmt.Fprintf(log, "The daemon refused BuildKit (%s): using the %s builder.\n", refused.msg, BuilderClassic)
+	}
+	return e.build(ctx, again, q, h, false, log)
+}
+
+// buildKitRefused is the daemon's answer to a BuildKit build it does not
+// support ("buildkit is not enabled on daemon", or an old daemon's
+// "invalid version").
+type buildKitRefused struct{ msg string }
+
+func (e *buildKitRefused) Error() string { return "build: the daemon refused BuildKit: " + e.msg }
+
+func (e *buildKitRefused) Unwrap() error { return hubmesh.ErrUnavailable }
+
+// build runs one POST /build with the builder of version 2 (BuildKit) or 1.
+func (e *Engine) build(ctx context.Context, body io.Reader, q url.Values, h http.Header, buildKit bool, log io.Writer) (string, error) {
+	q = maps.Clone(q)
+	if buildKit {
+		q.Set("version", "2")
+	} else {
+		q.Set("version", "1")
+	}
+	resp, err := e.do(ctx, http.MethodPost, "/build", q, h, body)
 	if err != nil {
 		var ae *apiError
-		if errors.As(err, &ae) && ae.status <= http.StatusInternalServerError {
-			// The classic builder answers 500 for a Dockerfile it cannot
-			// find or parse: the message is the user's to read.
-			return "", &BuildError{Message: ae.msg}
+		if errors.As(err, &ae) {
+			m := strings.ToLower(ae.msg)
+			if buildKit && (ae.status == http.StatusBadRequest || ae.status == http.StatusInternalServerError) &&
+				(strings.Contains(m, "buildkit") || strings.Contains(m, "version")) {
+				return "", &buildKitRefused{msg: ae.msg}
+			}
+			if ae.status <= http.StatusInternalServerError {
+				// The classic builder answers 500 for a Dockerfile it
+				// cannot find or parse: the message is the user's to read.
+				return "", &BuildError{Message: ae.msg}
+			}
 		}
 		return "", fmt.Errorf("build: %w", err)
 	}
 	defer resp.Body.Close()
 	var id string
-	err = readStream(resp.Body, log, func(aux json.RawMessage) {
+	progress := newPlainProgress(log)
+	err = readStream(resp.Body, log, func(msgID string, aux json.RawMessage) {
+		if msgID == traceMessageID {
+			progress.trace(aux)
+			return
+		}
+		// {"id":"moby.image.id","aux":{"ID":...}} from BuildKit, the
+		// same without the id from the classic builder.
 		var v struct{ ID string }
 		if json.Unmarshal(aux, &v) == nil && v.ID != "" {
 			id = v.ID
 		}
 	})
+	progress.finish()
 	var se *streamError
 	switch {
 	case errors.As(err, &se):
@@ -205,6 +308,47 @@ func (e *Engine) Build(ctx context.Context, buildContext io.Reader, opts BuildOp
 		return "", fmt.Errorf("build: the daemon reported no image ID: %w", hubmesh.ErrUnavailable)
 	}
 	return id, nil
+}
+
+// replayReader keeps the first replayLimit bytes read through it, so that
+// a request the daemon refused can be sent again. The HTTP transport may
+// still be reading the refused request's body when the answer arrives:
+// replay stops those reads first.
+type replayReader struct {
+	mu      sync.Mutex
+	r       io.Reader
+	kept    []byte
+	lost    bool // more than replayLimit bytes read: kept was dropped
+	stopped bool
+}
+
+func (rr *replayReader) Read(p []byte) (int, error) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.stopped {
+		return 0, io.ErrClosedPipe
+	}
+	n, err := rr.r.Read(p)
+	if !rr.lost {
+		if len(rr.kept)+n > replayLimit {
+			rr.lost, rr.kept = true, nil
+		} else {
+			rr.kept = append(rr.kept, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+// replay ends reads through rr and returns a reader of the whole stream
+// again, or false when too much of it was read to keep.
+func (rr *replayReader) replay() (io.Reader, bool) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	rr.stopped = true
+	if rr.lost {
+		return nil, false
+	}
+	return io.MultiReader(bytes.NewReader(rr.kept), rr.r), true
 }
 
 // Push pushes ref ("registry:5000/ns/name:tag") with auth, forwards the
@@ -227,7 +371,7 @@ func (e *Engine) Push(ctx context.Context, ref string, auth RegistryAuth, log io
 	}
 	defer resp.Body.Close()
 	var digest string
-	err = readStream(resp.Body, log, func(aux json.RawMessage) {
+	err = readStream(resp.Body, log, func(_ string, aux json.RawMessage) {
 		var v struct{ Digest string }
 		if json.Unmarshal(aux, &v) == nil && v.Digest != "" {
 			digest = v.Digest
@@ -329,9 +473,9 @@ func (e *streamError) Error() string { return e.msg }
 
 // readStream decodes the daemon's JSON message stream: "stream" text and
 // status lines go to log (progress bar updates are dropped: they would
-// swamp a stored log), aux payloads to aux, and the first error message
-// ends the stream as a *streamError.
-func readStream(r io.Reader, log io.Writer, aux func(json.RawMessage)) error {
+// swamp a stored log), aux payloads to aux with the message's id, and the
+// first error message ends the stream as a *streamError.
+func readStream(r io.Reader, log io.Writer, aux func(id string, aux json.RawMessage)) error {
 	if log == nil {
 		log = io.Discard
 	}
@@ -372,7 +516,7 @@ func readStream(r io.Reader, log io.Writer, aux func(json.RawMessage)) error {
 			}
 		}
 		if len(m.Aux) > 0 {
-			aux(m.Aux)
+			aux(m.ID, m.Aux)
 		}
 	}
 }

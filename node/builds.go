@@ -66,11 +66,16 @@ type buildPoller struct {
 	// -> commit), so that a commit whose build failed is not queued again
 	// at every poll.
 	queued map[string]string
+	// baselined holds the repositories whose tags this poller has seen
+	// once. Tags that exist when a poller first looks are not built: a
+	// regex rule over a repository with hundreds of old release tags must
+	// not queue a build of each. Tags that appear later are.
+	baselined map[string]bool
 }
 
 func newBuildPoller(store pollStore, log *slog.Logger) *buildPoller {
 	return &buildPoller{store: store, list: build.ListRefs, now: time.Now, log: log,
-		next: map[string]time.Time{}, queued: map[string]string{}}
+		next: map[string]time.Time{}, queued: map[string]string{}, baselined: map[string]bool{}}
 }
 
 // Run polls until ctx ends.
@@ -127,6 +132,7 @@ func (p *buildPoller) round(ctx context.Context) {
 	for repo := range p.next {
 		if !seen[repo] {
 			delete(p.next, repo)
+			delete(p.baselined, repo)
 		}
 	}
 	for k := range p.queued {
@@ -161,6 +167,8 @@ func (p *buildPoller) poll(ctx context.Context, s hubmesh.BuildSettings) (int, e
 	slices.Sort(names)
 	var queue []hubmesh.Build
 	now := p.now().UTC()
+	first := !p.baselined[s.Repo]
+	p.baselined[s.Repo] = true
 	for _, ref := range names {
 		st, name := build.SourceBranch, ""
 		if n, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
@@ -174,6 +182,10 @@ func (p *buildPoller) poll(ctx context.Context, s hubmesh.BuildSettings) (int, e
 		for _, t := range build.Match(rules, st, name) {
 			key := s.Repo + "\x00" + string(st) + ":" + name + "\x00" + strings.Join(t.Tags, ",")
 			if !t.Autobuild || p.queued[key] == commit || built(hist, t, commit) {
+				continue
+			}
+			if first && st == build.SourceTag {
+				p.queued[key] = commit // existing when first seen: not built
 				continue
 			}
 			if len(queue) == maxPollBuilds {

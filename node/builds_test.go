@@ -578,10 +578,16 @@ func TestBuildPoller(t *testing.T) {
 		}
 		return hist
 	}
-	// The manual build of main has not checked out yet: main is skipped.
+	// The manual build of main has not checked out yet: main is skipped;
+	// v1.2 existed when the poller first looked: not built.
+	poll(0)
+	// A tag that appears later is built.
+	mu.Lock()
+	refs["refs/tags/v1.3"] = strings.Repeat("7", 40)
+	mu.Unlock()
 	hist := poll(1)
-	if b := hist[0]; b.Trigger != hubmesh.TriggerPoll || b.SourceType != "tag" || b.SourceName != "v1.2" ||
-		b.Commit != refs["refs/tags/v1.2"] || strings.Join(b.Tags, ",") != "1.2" {
+	if b := hist[0]; b.Trigger != hubmesh.TriggerPoll || b.SourceType != "tag" || b.SourceName != "v1.3" ||
+		b.Commit != refs["refs/tags/v1.3"] || strings.Join(b.Tags, ",") != "1.3" {
 		t.Fatalf("polled build %+v", b)
 	}
 	poll(0)

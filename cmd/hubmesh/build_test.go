@@ -459,7 +459,7 @@ func TestBuildsEndToEnd(t *testing.T) {
 			branch string
 			want   []string // in the message
 		}{
-			{"broken", []string{"non-zero code: 7"}},
+			{"broken", []string{"code: 7"}},
 			{"nodockerfile", []string{"Dockerfile"}},
 		} {
 			res := cli("build", "trigger", repo, "--source-type", "branch", "--source-name", tc.branch, "--wait", "--timeout", buildDeadline.String(), "--json")
@@ -533,7 +533,7 @@ func TestBuildsEndToEnd(t *testing.T) {
 		res := cli("build", "retry", repo, failed.ID, "--wait", "--json", "--timeout", buildDeadline.String())
 		r := decodeBuilds(t, res)[0]
 		if res.Code != 1 || r.ID == failed.ID || r.RetryOf != failed.ID || r.Trigger != hubmesh.TriggerRetry ||
-			r.State != hubmesh.BuildFailure || r.Commit != failed.Commit || !strings.Contains(r.Message, "non-zero code: 7") {
+			r.State != hubmesh.BuildFailure || r.Commit != failed.Commit || !strings.Contains(r.Message, "code: 7") {
 			t.Fatalf("retry of %s: %+v (%s)", failed.ID, r, res)
 		}
 	})
