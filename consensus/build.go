@@ -46,8 +46,10 @@ const (
 	MaxBuildRules = 25
 	// MaxBuildArgs is the most build arguments of a repository.
 	MaxBuildArgs = 64
-	// MaxQueueBuilds is the most builds one QueueBuilds command queues.
-	MaxQueueBuilds = 16
+	// MaxQueueBuilds is the most builds one QueueBuilds command queues:
+	// every target of one trigger (one per rule at most), so that a
+	// trigger queues all its builds or none.
+	MaxQueueBuilds = MaxBuildRules
 	// MaxBuildTags is the most tags one build pushes.
 	MaxBuildTags = 16
 	// MaxBuildMessage is the most bytes of a build's message kept; a

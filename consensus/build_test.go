@@ -144,7 +144,7 @@ func TestBuildValidate(t *testing.T) {
 		"nul in password":  settings(func(s *hubmesh.BuildSettings) { s.Source.Password = "a\x00b" }),
 		"negative poll":    settings(func(s *hubmesh.BuildSettings) { s.PollSeconds = -1 }),
 		"no builds":        &QueueBuilds{},
-		"17 builds":        &QueueBuilds{Builds: make([]hubmesh.Build, MaxQueueBuilds+1)},
+		"too many builds":  &QueueBuilds{Builds: make([]hubmesh.Build, MaxQueueBuilds+1)},
 		"build trigger":    queue(func(b *hubmesh.Build) { b.Trigger = "cron" }),
 		"build no tags":    queue(func(b *hubmesh.Build) { b.Tags = nil }),
 		"build bad tag":    queue(func(b *hubmesh.Build) { b.Tags = []string{"a b"} }),

@@ -651,3 +651,45 @@ func TestLoopbackAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildersShareTheQueue: two builders of concurrency 1 and two queued
+// builds: each builder runs one, at the same time.
+func TestBuildersShareTheQueue(t *testing.T) {
+	n := startTestNode(t)
+	started := make(chan hubmesh.Build, 4)
+	release := make(chan struct{})
+	steps := func(ctx context.Context, j *buildJob) (string, error) {
+		if err := j.Step(ctx, hubmesh.BuildBuilding, testCommit); err != nil {
+			return "", err
+		}
+		started <- j.Build
+		select {
+		case <-release:
+			return testDigest, nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	testBuilder(t, n, "builder-one", newBuildLogs(t.TempDir()), 2*time.Second, steps)
+	testBuilder(t, n, "builder-two", newBuildLogs(t.TempDir()), 2*time.Second, steps)
+	a, b := queueTestBuild(t, n), queueTestBuild(t, n)
+	running := map[string]string{} // build id -> builder
+	deadline := time.After(30 * time.Second)
+	for len(running) < 2 {
+		select {
+		case bd := <-started:
+			running[bd.ID] = bd.Builder
+		case <-deadline:
+			t.Fatalf("running after 30s: %v; want both builds running at once", running)
+		}
+	}
+	if running[a.ID] == "" || running[b.ID] == "" || running[a.ID] == running[b.ID] {
+		t.Fatalf("builds ran on %v; want one on each builder", running)
+	}
+	close(release)
+	for _, id := range []string{a.ID, b.ID} {
+		if got := waitBuild(t, n, id, "the build to finish", finished); got.State != hubmesh.BuildSuccess || got.Attempt != 1 {
+			t.Fatalf("build %s: %+v", id, got)
+		}
+	}
+}

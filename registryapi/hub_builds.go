@@ -76,8 +76,6 @@ const (
 	maxPollSeconds       = 7 * 24 * 3600
 	maxBuildSettingsBody = 1 << 20
 	maxTriggerBody       = 64 << 10
-	// maxQueueBatch is what one QueueBuilds command takes.
-	maxQueueBatch = 16
 )
 
 // commitRE is a full git object name (SHA-1 or SHA-256).
@@ -493,20 +491,12 @@ func (h *Hub) planBuilds(ctx context.Context, repo string, targets []build.Targe
 		b.Dockerfile, b.Context, b.BuildCache = t.Dockerfile, t.Context, t.BuildCache
 		all = append(all, b)
 	}
-	out := make([]hubmesh.Build, 0, len(all))
-	for len(all) > 0 {
-		n := min(len(all), maxQueueBatch)
-		q, err := h.builds.QueueBuilds(ctx, all[:n])
-		if err != nil {
-			if errors.Is(err, hubmesh.ErrInvalid) {
-				return out, badRequest(err)
-			}
-			return out, err
-		}
-		out = append(out, q...)
-		all = all[n:]
+	// One command for all: a trigger queues every build or none.
+	out, err := h.builds.QueueBuilds(ctx, all)
+	if errors.Is(err, hubmesh.ErrInvalid) {
+		return nil, badRequest(err)
 	}
-	return out, nil
+	return out, err
 }
 
 // plan applies a trigger request to the rules of s; no matching rule is a

@@ -91,7 +91,7 @@ func (f *fakeBuilds) DeleteBuildSettings(_ context.Context, repo string) error {
 func (f *fakeBuilds) QueueBuilds(_ context.Context, bs []hubmesh.Build) ([]hubmesh.Build, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(bs) == 0 || len(bs) > 16 {
+	if len(bs) == 0 || len(bs) > 25 {
 		return nil, fmt.Errorf("%d builds: %w", len(bs), hubmesh.ErrInvalid)
 	}
 	out := make([]hubmesh.Build, len(bs))
@@ -473,14 +473,14 @@ func TestManualTrigger(t *testing.T) {
 	if !strings.Contains(r.firstError().Message, "no build settings") {
 		t.Fatalf("message %q", r.firstError().Message)
 	}
-	// More targets than one command takes are queued in batches.
-	rules := make([]map[string]any, 20)
+	// As many targets as rules are allowed go into one command.
+	rules := make([]map[string]any, 25)
 	for i := range rules {
 		rules[i] = map[string]any{"source_type": "branch", "source_name": fmt.Sprintf("b%d", i)}
 	}
 	e.expect(e.json("PUT", buildsBase+"/build-settings", alice, map[string]any{"source": map[string]any{"url": "https://x/y"}, "rules": rules}), http.StatusOK, "")
-	if q := trigger(map[string]any{}); len(q.Builds) != 20 || q.Builds[19].SourceName != "b19" {
-		t.Fatalf("batched %d builds", len(q.Builds))
+	if q := trigger(map[string]any{}); len(q.Builds) != 25 || q.Builds[24].SourceName != "b24" {
+		t.Fatalf("queued %d builds", len(q.Builds))
 	}
 }
 
