@@ -8,7 +8,9 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -356,15 +358,16 @@ func TestBuildsEndToEnd(t *testing.T) {
 		Source struct {
 			URL string `json:"url"`
 		} `json:"source"`
-		Rules       []hubmesh.BuildRule `json:"rules"`
-		TriggerURL  string              `json:"trigger_url"`
-		WebhookURL  string              `json:"webhook_url"`
-		AllowPushes bool                `json:"allow_pushes"`
+		Rules         []hubmesh.BuildRule `json:"rules"`
+		TriggerURL    string              `json:"trigger_url"`
+		WebhookURL    string              `json:"webhook_url"`
+		WebhookSecret string              `json:"webhook_secret"`
+		AllowPushes   bool                `json:"allow_pushes"`
 	}
 	if err := json.Unmarshal([]byte(res.Stdout), &settings); err != nil {
 		t.Fatalf("build configure --json: %s (%v)", res, err)
 	}
-	if settings.Source.URL != g.dir || len(settings.Rules) != 5 || settings.TriggerURL == "" || settings.WebhookURL == "" || settings.AllowPushes {
+	if settings.Source.URL != g.dir || len(settings.Rules) != 5 || settings.TriggerURL == "" || settings.WebhookURL == "" || settings.WebhookSecret == "" || settings.AllowPushes {
 		t.Fatalf("settings after configure: %s", res.Stdout)
 	}
 	if r := settings.Rules[1]; r.SourceType != "tag" || r.SourceName != `/^release-([0-9]+)\.([0-9]+)$/` || r.Tag != `{\1}.{\2}` || !r.Autobuild || r.Dockerfile != "Dockerfile" {
@@ -404,6 +407,63 @@ func TestBuildsEndToEnd(t *testing.T) {
 		}
 		if ls := ok("build", "ls", repo).Stdout; !strings.Contains(ls, b.ID) || !strings.Contains(ls, "success") {
 			t.Errorf("build ls lacks %s:\n%s", b.ID, ls)
+		}
+	})
+
+	// A git host reports a push to main (GitHub's payload and signature):
+	// the new commit is built and the image changes.
+	t.Run("PushWebhook", func(t *testing.T) {
+		greeting := "pushed " + marker[:12]
+		commit := g.commit("main", map[string][]byte{"greeting.txt": []byte(greeting)})
+		body, err := json.Marshal(map[string]any{
+			"ref": "refs/heads/main", "before": mainCommit, "after": commit,
+			"repository": map[string]any{"full_name": "acme/app", "clone_url": g.dir},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		post := func(sig string) (int, []byte) {
+			t.Helper()
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, settings.WebhookURL, bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-GitHub-Event", "push")
+			req.Header.Set("X-GitHub-Delivery", marker[:8])
+			req.Header.Set("X-Hub-Signature-256", sig)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var buf bytes.Buffer
+			if _, err := buf.ReadFrom(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			return resp.StatusCode, buf.Bytes()
+		}
+		if code, out := post("sha256=" + strings.Repeat("0", 64)); code != http.StatusForbidden {
+			t.Fatalf("webhook with a wrong signature: %d %s; want 403", code, out)
+		}
+		mac := hmac.New(sha256.New, []byte(settings.WebhookSecret))
+		mac.Write(body)
+		code, out := post("sha256=" + hex.EncodeToString(mac.Sum(nil)))
+		var queued struct {
+			Builds []hubmesh.Build `json:"builds"`
+		}
+		if err := json.Unmarshal(out, &queued); err != nil || code != http.StatusAccepted && code != http.StatusOK || len(queued.Builds) != 1 {
+			t.Fatalf("webhook: %d %s (%v); want one build queued", code, out, err)
+		}
+		b := api.finished(queued.Builds[0].ID)
+		if b.State != hubmesh.BuildSuccess || b.Commit != commit || b.Trigger != hubmesh.TriggerWebhook || len(b.Tags) != 1 || b.Tags[0] != "latest" {
+			t.Fatalf("webhook build: %+v", b)
+		}
+		checkImage(t, api.reg, repo, "latest", b.Digest)
+		ref := n1.Addr() + "/" + repo + ":latest"
+		dockerRun("pull", ref)
+		if got := dockerRun("run", "--rm", ref, "cat", "/hello"); got != "built from "+greeting {
+			t.Fatalf("/hello in %s after the pushed commit: %q, want %q", ref, got, "built from "+greeting)
 		}
 	})
 
