@@ -274,41 +274,49 @@ func TestPullBlobAndLabelledManifestPuts(t *testing.T) {
 // that refuses requests without the right credentials.
 func TestBasicAuth(t *testing.T) {
 	reg := newFakeRegistry()
-	var mu sync.Mutex
-	refused := 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "admin" || p != "pw" {
+	// Each phase talks to its own server, so that requests still in
+	// flight from a failed push of one phase are not counted in another.
+	serve := func() (url string, refused func() int) {
+		var mu sync.Mutex
+		n := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != "admin" || p != "pw" {
+				mu.Lock()
+				n++
+				mu.Unlock()
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+				return
+			}
+			reg.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL, func() int {
 			mu.Lock()
-			refused++
-			mu.Unlock()
-			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
-			return
+			defer mu.Unlock()
+			return n
 		}
-		reg.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
+	}
 	img, err := NewImage(layerFiles(t, t.TempDir(), 2, 16<<10, 3), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	anon := NewClient(srv.URL, NewTransport(4), 2)
+	refusedURL, _ := serve()
+	anon := NewClient(refusedURL, NewTransport(4), 2)
 	defer anon.Close()
 	if err := anon.Push(t.Context(), "bench/auth", "r0", img); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("push without credentials: %v, want a 401", err)
 	}
-	wrong := NewClient(srv.URL, BasicAuth(NewTransport(4), "admin", "nope"), 2)
+	wrong := NewClient(refusedURL, BasicAuth(NewTransport(4), "admin", "nope"), 2)
 	defer wrong.Close()
 	if err := wrong.Push(t.Context(), "bench/auth", "r0", img); err == nil {
 		t.Fatal("push with a wrong password succeeded")
 	}
 
-	cl := NewClient(srv.URL, BasicAuth(NewTransport(4), "admin", "pw"), 2)
+	url, refused := serve()
+	cl := NewClient(url, BasicAuth(NewTransport(4), "admin", "pw"), 2)
 	defer cl.Close()
-	mu.Lock()
-	before := refused
-	mu.Unlock()
 	if err := cl.Push(t.Context(), "bench/auth", "r0", img); err != nil {
 		t.Fatal(err)
 	}
@@ -318,9 +326,7 @@ func TestBasicAuth(t *testing.T) {
 	if _, err := cl.PullBlob(t.Context(), "bench/auth", img.Layers[0].Desc); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if refused != before {
-		t.Errorf("%d requests with credentials were refused", refused-before)
+	if n := refused(); n != 0 {
+		t.Errorf("%d requests with credentials were refused", n)
 	}
 }
