@@ -565,6 +565,16 @@ func (c *UpdateBuild) apply(tx *txn) (any, error) {
 	switch {
 	case hubmesh.BuildFinished(b.State) && holder && b.State == c.State:
 		return b, nil // this very update, proposed again after an unknown outcome
+	case b.State == hubmesh.BuildCancelled && holder && c.State == "" && c.LogDigest != "" &&
+		(b.LogDigest == "" || b.LogDigest == c.LogDigest):
+		// The log of a build cancelled while it ran, stored by the
+		// builder that was running it: nothing else changes.
+		b.LogDigest, b.Updated = c.LogDigest, c.At
+		if c.LogSize > 0 {
+			b.LogSize = c.LogSize
+		}
+		tx.putBuild(&b)
+		return b, nil
 	case b.State == hubmesh.BuildCancelled:
 		return nil, fmt.Errorf("update build %s: %w: build is cancelled", c.ID, hubmesh.ErrDenied)
 	case hubmesh.BuildFinished(b.State):

@@ -340,6 +340,20 @@ func TestFSMBuildLifecycle(t *testing.T) {
 	if err := h.applyErr(&UpdateBuild{ID: b.ID, Builder: "node-2", Attempt: 1, State: hubmesh.BuildBuilding, At: t4.Add(2 * time.Second)}); !errors.Is(err, hubmesh.ErrDenied) || !strings.Contains(err.Error(), "cancelled") {
 		t.Fatalf("update of a cancelled build: %v", err)
 	}
+	// Its log, stored by the builder that ran it, is recorded; nothing
+	// else changes, and nobody else may record one.
+	logAt := t4.Add(3 * time.Second)
+	if err := h.applyErr(&UpdateBuild{ID: b.ID, Builder: "node-1", Attempt: 1, LogDigest: logDigest, LogSize: 99, LeaseUntil: logAt.Add(time.Minute), At: logAt}); !errors.Is(err, hubmesh.ErrDenied) {
+		t.Fatalf("log of a cancelled build from another builder: %v", err)
+	}
+	logged := upd(UpdateBuild{ID: b.ID, Builder: "node-2", Attempt: 1, LogDigest: logDigest, LogSize: 99, LeaseUntil: logAt.Add(time.Minute), At: logAt})
+	if logged.State != hubmesh.BuildCancelled || logged.LogDigest != logDigest || logged.LogSize != 99 || !logged.LeaseUntil.IsZero() ||
+		!logged.Finished.Equal(cb.Finished) || logged.Message != cb.Message {
+		t.Fatalf("cancelled build with its log %+v", logged)
+	}
+	if again := upd(UpdateBuild{ID: b.ID, Builder: "node-2", Attempt: 1, LogDigest: logDigest, LogSize: 99, LeaseUntil: logAt.Add(time.Minute), At: logAt}); !reflect.DeepEqual(again, logged) {
+		t.Fatalf("repeated log update %+v", again)
+	}
 	if ids := claimable(t, h.f, t4.Add(time.Hour)); len(ids) != 0 {
 		t.Fatalf("claimable after all ended %v", ids)
 	}

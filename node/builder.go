@@ -300,8 +300,11 @@ func (b *builder) execute(ctx, jctx context.Context, j *buildJob) {
 
 	if reason := j.stopReason(); reason != nil {
 		lg.Printf("==> stopped: %s", strings.TrimSuffix(reason.Error(), ": "+hubmesh.ErrDenied.Error()))
-		_, _, _ = lg.finish() // kept for a while for readers (buildLogKeep)
+		d, size, err := lg.finish() // kept for a while for readers (buildLogKeep)
 		log.Info("build stopped", "reason", reason)
+		if err == nil {
+			b.keepCancelledLog(ctx, j, lg, d.String(), size)
+		}
 		return
 	}
 	if ctx.Err() != nil {
@@ -336,6 +339,30 @@ func (b *builder) execute(ctx, jctx context.Context, j *buildJob) {
 		b.logs.remove(lg)
 	}
 	log.Info("build finished", "state", u.State, "message", u.Message, "digest", u.Digest)
+}
+
+// keepCancelledLog stores the log of j as a blob and records it when j
+// was stopped because it was cancelled while this builder ran it (not when
+// its lease went to another builder, whose attempt has its own log).
+func (b *builder) keepCancelledLog(ctx context.Context, j *buildJob, lg *liveLog, d string, size int64) {
+	cur, err := b.queue.Build(ctx, j.Build.ID)
+	if err != nil || cur.State != hubmesh.BuildCancelled || cur.Builder != b.id || cur.Attempt != j.Build.Attempt || cur.LogDigest != "" {
+		return
+	}
+	if err := b.keep(ctx, j.Build.Repo, digest.Digest(d), size, lg.path); err != nil {
+		b.log.Warn("build log not stored", "build", j.Build.ID, "err", err)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, buildRecordFor)
+	defer cancel()
+	now := b.now()
+	u := consensus.UpdateBuild{ID: j.Build.ID, Builder: b.id, Attempt: j.Build.Attempt, LogDigest: d, LogSize: size,
+		At: now, LeaseUntil: now.Add(b.lease)}
+	if _, err := b.queue.UpdateBuild(rctx, u); err != nil {
+		b.log.Warn("build log not recorded", "build", j.Build.ID, "err", err)
+		return
+	}
+	b.logs.remove(lg)
 }
 
 // message is the one-line message recorded for a failed build, without

@@ -487,9 +487,15 @@ func TestBuilderCancelAndFailure(t *testing.T) {
 		defer b.mu.Unlock()
 		return len(b.running) == 0
 	})
-	got, err := n.meta.Build(t.Context(), blocked.ID)
-	if err != nil || got.State != hubmesh.BuildCancelled || got.Message != "cancelled by admin" || got.LogDigest != "" {
-		t.Fatalf("cancelled build %+v, %v", got, err)
+	// The log of the cancelled build is kept as a blob too.
+	got := waitBuild(t, n, blocked.ID, "the cancelled build's log to be stored", func(b hubmesh.Build) bool { return b.LogDigest != "" })
+	if got.State != hubmesh.BuildCancelled || got.Message != "cancelled by admin" || got.LogSize == 0 {
+		t.Fatalf("cancelled build %+v", got)
+	}
+	var stored lockedBuffer
+	if err := api.BuildLog(t.Context(), got, 0, false, &stored); err != nil || !strings.Contains(stored.String(), "==> stopped: ") ||
+		digest.FromString(stored.String()).String() != got.LogDigest {
+		t.Fatalf("stored log of the cancelled build (%v):\n%s", err, stored.String())
 	}
 
 	failed := run("fail")
@@ -512,6 +518,7 @@ func TestBuilderCancelAndFailure(t *testing.T) {
 
 	// No builder: a build cancelled while queued has no log.
 	queued := queueTestBuild(t, n)
+	var err error
 	if got, err = n.meta.CancelBuild(t.Context(), queued.ID, "admin", time.Now().UTC()); err != nil || got.Builder != "" {
 		t.Fatalf("cancel queued: %+v, %v", got, err)
 	}
