@@ -40,7 +40,9 @@ func ListRefs(ctx context.Context, src Source) (map[string]string, error) {
 		return nil, err
 	}
 	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{src.URL}})
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled})
+	dial, release := sshDialOptions(ctx, k)
+	defer release()
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled, ProxyOptions: dial})
 	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return map[string]string{}, nil
 	}

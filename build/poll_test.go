@@ -1,10 +1,14 @@
 package build
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/hubmesh/hubmesh"
 )
@@ -47,5 +51,30 @@ func TestListRefs(t *testing.T) {
 				t.Fatalf("ListRefs = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestListRefsSSH(t *testing.T) {
+	t.Parallel()
+	r := newTestRepo(t)
+	deploy := newSSHKeyPair(t)
+	srv := newSSHGitServer(t, r.dir, deploy.pub)
+	src := Source{URL: "ssh://git@" + srv.addr + r.dir, SSHKey: deploy.pem, HostKeyFingerprint: ssh.FingerprintSHA256(srv.hostKey)}
+	want := map[string]string{
+		"refs/heads/main": r.c2,
+		"refs/tags/v1.0":  r.c1, // annotated: peeled to its commit
+		"refs/tags/light": r.c1,
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	got, err := ListRefs(ctx, src)
+	if err != nil || !maps.Equal(got, want) {
+		t.Fatalf("ListRefs(ssh) = %v, %v; want %v", got, err, want)
+	}
+	_, otherHost := testKey(t)
+	bad := src
+	bad.HostKeyFingerprint = ssh.FingerprintSHA256(otherHost)
+	if _, err := ListRefs(ctx, bad); !errors.Is(err, hubmesh.ErrDenied) {
+		t.Fatalf("ListRefs with the wrong host key = %v, want ErrDenied", err)
 	}
 }

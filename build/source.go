@@ -279,8 +279,11 @@ func fetchShallow(ctx context.Context, url string, auth transport.AuthMethod, re
 		src = plumbing.NewBranchReferenceName(ref.Name)
 	}
 	spec := config.RefSpec("+" + src.String() + ":" + local.String())
+	k, _, _ := Source{URL: url}.kind()
+	dial, release := sshDialOptions(ctx, k)
+	defer release()
 	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{spec}, Depth: depth, Auth: auth, Tags: git.NoTags,
+		RefSpecs: []config.RefSpec{spec}, Depth: depth, Auth: auth, Tags: git.NoTags, ProxyOptions: dial,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return "", classify(ctx, fmt.Sprintf("fetch %s %s from %s", ref.Type, ref.Name, redact(url)), err)
@@ -426,7 +429,9 @@ func classify(ctx context.Context, what string, err error) error {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s: %w: %w", what, hubmesh.ErrUnavailable, ctx.Err())
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
-		errors.Is(err, hubmesh.ErrDenied):
+		errors.Is(err, hubmesh.ErrDenied),
+		// x/crypto/ssh reports a refused key with a plain error only.
+		strings.Contains(err.Error(), "ssh: unable to authenticate"):
 		return fmt.Errorf("%s: credentials refused: %w: %w", what, hubmesh.ErrDenied, err)
 	case errors.Is(err, transport.ErrRepositoryNotFound), errors.Is(err, transport.ErrEmptyRemoteRepository),
 		errors.As(err, &nomatch), errors.Is(err, plumbing.ErrReferenceNotFound), errors.Is(err, plumbing.ErrObjectNotFound):

@@ -1,13 +1,20 @@
 package build
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"golang.org/x/net/proxy"
 )
 
 // maxRefusalBody is the most bytes read of a git server's error answer.
@@ -54,4 +61,84 @@ func (s Source) Host() string {
 		return ""
 	}
 	return strings.Trim(ep.Host, "[]")
+}
+
+// go-git's ssh transport dials and runs the ssh handshake without a
+// context: a server that accepts the connection and then stays silent
+// would hold a checkout (and its build) forever. Fetches from ssh sources
+// therefore dial through a "proxy" of the scheme ctxDialScheme, which
+// x/net/proxy resolves to ctxDialer: a direct dial whose connection is
+// closed when the context of the fetch ends, which unblocks go-git
+// wherever it waits. The proxy URL's host names the registered context.
+const ctxDialScheme = "hubmesh-ctx"
+
+var ctxDials = struct {
+	sync.Mutex
+	next uint64
+	m    map[string]context.Context
+}{m: map[string]context.Context{}}
+
+func init() {
+	proxy.RegisterDialerType(ctxDialScheme, func(u *neturl.URL, _ proxy.Dialer) (proxy.Dialer, error) {
+		ctxDials.Lock()
+		ctx, ok := ctxDials.m[u.Host]
+		ctxDials.Unlock()
+		if !ok {
+			return nil, fmt.Errorf("ssh dial: no fetch registered as %q", u.Host)
+		}
+		return ctxDialer{ctx: ctx}, nil
+	})
+}
+
+// sshDialOptions registers ctx for the dials of one fetch from an ssh
+// source and returns the proxy options naming it; release unregisters it.
+func sshDialOptions(ctx context.Context, k sourceKind) (opts transport.ProxyOptions, release func()) {
+	if k != kindSSH {
+		return transport.ProxyOptions{}, func() {}
+	}
+	ctxDials.Lock()
+	ctxDials.next++
+	id := strconv.FormatUint(ctxDials.next, 10)
+	ctxDials.m[id] = ctx
+	ctxDials.Unlock()
+	return transport.ProxyOptions{URL: ctxDialScheme + "://" + id}, func() {
+		ctxDials.Lock()
+		delete(ctxDials.m, id)
+		ctxDials.Unlock()
+	}
+}
+
+// ctxDialer dials directly; its connections close when ctx ends.
+type ctxDialer struct{ ctx context.Context }
+
+func (d ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, addr)
+}
+
+func (d ctxDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopDial := context.AfterFunc(d.ctx, cancel)
+	defer stopDial()
+	var nd net.Dialer
+	c, err := nd.DialContext(dctx, network, addr)
+	if err != nil {
+		if d.ctx.Err() != nil {
+			return nil, d.ctx.Err()
+		}
+		return nil, err
+	}
+	stop := context.AfterFunc(d.ctx, func() { c.Close() })
+	return &ctxConn{Conn: c, stop: stop}, nil
+}
+
+// ctxConn stops watching the context when it is closed.
+type ctxConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
