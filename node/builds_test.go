@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,47 +23,7 @@ import (
 // drive its parts directly.
 func startTestNode(t *testing.T, opts ...func(*Config)) *Node {
 	t.Helper()
-	pwFile := writeTemp(t, testAdminPassword+"\n")
-	cfg := Default()
-	cfg.AdminPasswordFile = pwFile
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.P2PAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.AddrFile = filepath.Join(t.TempDir(), "addr.json")
-	for _, o := range opts {
-		o(&cfg)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	n, err := New(ctx, cfg, testLogger(t))
-	if err != nil {
-		cancel()
-		t.Fatalf("New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Run did not return within 30s of cancel")
-		}
-		if err := n.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	waitFor(t, "the node to serve", 30*time.Second, func() bool {
-		select {
-		case err := <-done:
-			t.Fatalf("node stopped before serving: %v", err)
-		default:
-		}
-		_, err := ReadAddrFile(cfg.AddrFile)
-		return err == nil
-	})
+	n, _, _ := runTestNode(t, t.TempDir(), opts...)
 	return n
 }
 

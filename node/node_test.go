@@ -39,6 +39,14 @@ const testAdminPassword = "node-test-admin-pw"
 
 func startNode(t *testing.T, dataDir string, opts ...func(*Config)) (base string, stop func()) {
 	t.Helper()
+	_, base, stop = runTestNode(t, dataDir, opts...)
+	return base, stop
+}
+
+// runTestNode is startNode that also returns the node, for tests that
+// drive its parts directly.
+func runTestNode(t *testing.T, dataDir string, opts ...func(*Config)) (n *Node, base string, stop func()) {
+	t.Helper()
 	pwFile := filepath.Join(t.TempDir(), "admin-password")
 	if err := os.WriteFile(pwFile, []byte(testAdminPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -87,7 +95,7 @@ func startNode(t *testing.T, dataDir string, opts ...func(*Config)) (base string
 	defer tick.Stop()
 	for {
 		if a, err := ReadAddrFile(cfg.AddrFile); err == nil {
-			return "http://" + a.HTTP, stop
+			return n, "http://" + a.HTTP, stop
 		}
 		select {
 		case err := <-done:
