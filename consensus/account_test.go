@@ -788,29 +788,7 @@ func TestAccountValidateBeyondLog(t *testing.T) {
 }
 
 func TestAccountCommandsRoundTrip(t *testing.T) {
-	seen := map[Type]bool{}
-	for _, c := range accountCommands() {
-		if err := c.validate(); err != nil {
-			t.Fatalf("%v: %v", c.Type(), err)
-		}
-		b, err := Encode(c)
-		if err != nil {
-			t.Fatalf("encode %v: %v", c.Type(), err)
-		}
-		got, err := Decode(b)
-		if err != nil {
-			t.Fatalf("decode %v: %v", c.Type(), err)
-		}
-		if !reflect.DeepEqual(got, c) {
-			t.Fatalf("round trip of %v:\n got %#v\nwant %#v", c.Type(), got, c)
-		}
-		seen[c.Type()] = true
-	}
-	for typ := TypeBootstrap; typ <= TypeAppendAudit; typ++ {
-		if !seen[typ] {
-			t.Errorf("%v is not covered", typ)
-		}
-	}
+	checkCommandsRoundTrip(t, accountCommands(), TypeBootstrap, TypeAppendAudit)
 }
 
 // undecodable holds, for each account command type, a payload that is not

@@ -60,29 +60,7 @@ func buildCommands() []Command {
 }
 
 func TestBuildCommandsRoundTrip(t *testing.T) {
-	seen := map[Type]bool{}
-	for _, c := range buildCommands() {
-		if err := c.validate(); err != nil {
-			t.Fatalf("%v: %v", c.Type(), err)
-		}
-		b, err := Encode(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, c) {
-			t.Fatalf("round trip of %v:\n got %#v\nwant %#v", c.Type(), got, c)
-		}
-		seen[c.Type()] = true
-	}
-	for typ := TypeSetBuildSettings; typ <= TypeCancelBuild; typ++ {
-		if !seen[typ] || strings.HasPrefix(typ.String(), "Type(") {
-			t.Errorf("%v is not covered or not named", typ)
-		}
-	}
+	checkCommandsRoundTrip(t, buildCommands(), TypeSetBuildSettings, TypeCancelBuild)
 }
 
 var undecodableBuild = map[Type]string{

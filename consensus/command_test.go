@@ -99,3 +99,33 @@ func TestDecodeRejects(t *testing.T) {
 		}
 	}
 }
+
+// checkCommandsRoundTrip checks that every command of cmds validates and
+// survives Encode and Decode unchanged, and that cmds covers, with a name,
+// every type from first to last.
+func checkCommandsRoundTrip(t *testing.T, cmds []Command, first, last Type) {
+	t.Helper()
+	seen := map[Type]bool{}
+	for _, c := range cmds {
+		if err := c.validate(); err != nil {
+			t.Fatalf("%v: %v", c.Type(), err)
+		}
+		b, err := Encode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c) {
+			t.Fatalf("round trip of %v:\n got %#v\nwant %#v", c.Type(), got, c)
+		}
+		seen[c.Type()] = true
+	}
+	for typ := first; typ <= last; typ++ {
+		if !seen[typ] || strings.HasPrefix(typ.String(), "Type(") {
+			t.Errorf("%v is not covered or not named", typ)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -24,29 +23,7 @@ func socialCommands() []Command {
 }
 
 func TestSocialCommandsRoundTrip(t *testing.T) {
-	seen := map[Type]bool{}
-	for _, c := range socialCommands() {
-		if err := c.validate(); err != nil {
-			t.Fatalf("%v: %v", c.Type(), err)
-		}
-		b, err := Encode(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, c) {
-			t.Fatalf("round trip of %v:\n got %#v\nwant %#v", c.Type(), got, c)
-		}
-		seen[c.Type()] = true
-	}
-	for typ := TypeStar; typ <= TypeSetOfficial; typ++ {
-		if !seen[typ] || strings.HasPrefix(typ.String(), "Type(") {
-			t.Errorf("%v is not covered or not named", typ)
-		}
-	}
+	checkCommandsRoundTrip(t, socialCommands(), TypeStar, TypeSetOfficial)
 }
 
 var undecodableSocial = map[Type]string{
