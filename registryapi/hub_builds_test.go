@@ -118,17 +118,7 @@ func (f *fakeBuilds) Build(_ context.Context, id string) (hubmesh.Build, error) 
 func (f *fakeBuilds) Builds(_ context.Context, repo string, p hubmesh.Page) ([]hubmesh.Build, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []hubmesh.Build
-	for _, b := range f.builds {
-		if b.Repo == repo && (p.Last == "" || b.ID < p.Last) {
-			out = append(out, b)
-		}
-	}
-	slices.SortFunc(out, func(a, b hubmesh.Build) int { return strings.Compare(b.ID, a.ID) })
-	if p.N > 0 && len(out) > p.N {
-		out = out[:p.N]
-	}
-	return out, nil
+	return newestFirst(f.builds, p, func(b hubmesh.Build) (string, bool) { return b.ID, b.Repo == repo }), nil
 }
 
 func (f *fakeBuilds) CancelBuild(_ context.Context, id, actor string, at time.Time) (hubmesh.Build, error) {

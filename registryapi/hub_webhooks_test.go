@@ -113,17 +113,7 @@ func (f *fakeWebhooks) Webhooks(_ context.Context, repo, org string) ([]hubmesh.
 func (f *fakeWebhooks) WebhookDeliveries(_ context.Context, hook string, p hubmesh.Page) ([]hubmesh.WebhookDelivery, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []hubmesh.WebhookDelivery
-	for _, d := range f.deliveries {
-		if d.Hook == hook && (p.Last == "" || d.ID < p.Last) {
-			out = append(out, d)
-		}
-	}
-	slices.SortFunc(out, func(a, b hubmesh.WebhookDelivery) int { return strings.Compare(b.ID, a.ID) })
-	if p.N > 0 && len(out) > p.N {
-		out = out[:p.N]
-	}
-	return out, nil
+	return newestFirst(f.deliveries, p, func(d hubmesh.WebhookDelivery) (string, bool) { return d.ID, d.Hook == hook }), nil
 }
 
 func (f *fakeWebhooks) WebhookDelivery(_ context.Context, id string) (hubmesh.WebhookDelivery, error) {
@@ -265,4 +255,25 @@ func TestCallbackToken(t *testing.T) {
 	if len(a) != 32 || a == b || a == CallbackToken("key-1", "d2") || a != CallbackToken("key-1", "d1") {
 		t.Fatalf("tokens %s %s", a, b)
 	}
+}
+
+// newestFirst is the page p of the items that keep selects, by id
+// descending, as the metadata plane pages delivery logs and build
+// histories (p.Last: the id of the last item of the previous page).
+func newestFirst[K comparable, T any](items map[K]T, p hubmesh.Page, keep func(T) (id string, ok bool)) []T {
+	var out []T
+	for _, it := range items {
+		if id, ok := keep(it); ok && (p.Last == "" || id < p.Last) {
+			out = append(out, it)
+		}
+	}
+	slices.SortFunc(out, func(a, b T) int {
+		ia, _ := keep(a)
+		ib, _ := keep(b)
+		return strings.Compare(ib, ia)
+	})
+	if p.N > 0 && len(out) > p.N {
+		out = out[:p.N]
+	}
+	return out
 }
