@@ -210,19 +210,22 @@ func Checkout(ctx context.Context, src Source, ref Ref, dir string) (string, err
 	if err != nil {
 		return "", err
 	}
-	commit, err := fetchShallow(ctx, src.URL, auth, ref, want, dir, 1)
+	dial, release := sshDialOptions(ctx, k)
+	defer release()
+	f := fetcher{url: src.URL, auth: auth, dial: dial}
+	commit, err := f.fetch(ctx, ref, want, dir, 1)
 	if errors.Is(err, errMoved) {
 		// The ref moved on after the push: fetch the pushed commit itself,
 		// or failing that the whole history of the ref.
 		if rerr := resetDir(dir); rerr != nil {
 			return "", rerr
 		}
-		commit, err = fetchShallow(ctx, src.URL, auth, Ref{Type: ref.Type, Name: want}, want, dir, 1)
+		commit, err = f.fetch(ctx, Ref{Type: ref.Type, Name: want}, want, dir, 1)
 		if err != nil {
 			if rerr := resetDir(dir); rerr != nil {
 				return "", rerr
 			}
-			commit, err = fetchShallow(ctx, src.URL, auth, ref, want, dir, 0)
+			commit, err = f.fetch(ctx, ref, want, dir, 0)
 		}
 	}
 	if err != nil {
@@ -254,11 +257,20 @@ func resetDir(dir string) error {
 	return os.MkdirAll(dir, 0o755)
 }
 
-// fetchShallow fetches one ref (or, when ref.Name is an object name, that
+// fetch fetches one ref (or, when ref.Name is an object name, that
 // object) with the given depth (0: full) and checks out want, or the tip
 // when want is empty. When want is set and neither the tip nor its history
 // holds it, it returns errMoved (depth > 0) or ErrNotFound.
-func fetchShallow(ctx context.Context, url string, auth transport.AuthMethod, ref Ref, want, dir string, depth int) (string, error) {
+// fetcher is where and how Checkout fetches: the URL, its credentials and
+// the dial options of an ssh source (sshDialOptions).
+type fetcher struct {
+	url  string
+	auth transport.AuthMethod
+	dial transport.ProxyOptions
+}
+
+func (f fetcher) fetch(ctx context.Context, ref Ref, want, dir string, depth int) (string, error) {
+	url := f.url
 	repo, err := git.PlainInit(dir, false)
 	if err != nil {
 		return "", fmt.Errorf("checkout: init %s: %w", dir, err)
@@ -279,11 +291,8 @@ func fetchShallow(ctx context.Context, url string, auth transport.AuthMethod, re
 		src = plumbing.NewBranchReferenceName(ref.Name)
 	}
 	spec := config.RefSpec("+" + src.String() + ":" + local.String())
-	k, _, _ := Source{URL: url}.kind()
-	dial, release := sshDialOptions(ctx, k)
-	defer release()
 	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{spec}, Depth: depth, Auth: auth, Tags: git.NoTags, ProxyOptions: dial,
+		RefSpecs: []config.RefSpec{spec}, Depth: depth, Auth: f.auth, Tags: git.NoTags, ProxyOptions: f.dial,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return "", classify(ctx, fmt.Sprintf("fetch %s %s from %s", ref.Type, ref.Name, redact(url)), err)

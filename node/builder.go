@@ -353,16 +353,9 @@ func (b *builder) keepCancelledLog(ctx context.Context, j *buildJob, lg *liveLog
 		b.log.Warn("build log not stored", "build", j.Build.ID, "err", err)
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, buildRecordFor)
-	defer cancel()
-	now := b.now()
-	u := consensus.UpdateBuild{ID: j.Build.ID, Builder: b.id, Attempt: j.Build.Attempt, LogDigest: d, LogSize: size,
-		At: now, LeaseUntil: now.Add(b.lease)}
-	if _, err := b.queue.UpdateBuild(rctx, u); err != nil {
-		b.log.Warn("build log not recorded", "build", j.Build.ID, "err", err)
-		return
+	if b.record(ctx, j, consensus.UpdateBuild{LogDigest: d, LogSize: size}) {
+		b.logs.remove(lg)
 	}
-	b.logs.remove(lg)
 }
 
 // message is the one-line message recorded for a failed build, without
