@@ -1,8 +1,11 @@
 package consensus
 
 import (
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/hubmesh/hubmesh"
 )
 
 // TestForwardLeavesFrozenLeader: a write forwarded to a leader that is cut
@@ -31,5 +34,42 @@ func TestForwardLeavesFrozenLeader(t *testing.T) {
 	}
 	if id, _ := fs[0].Leader(); id == old.ID() {
 		t.Fatalf("the follower still names the frozen node as leader")
+	}
+}
+
+// TestForwardDelayedPastDeadline: a forwarded write that the network
+// delivers only after its caller gave up (the caller answered 503) is
+// refused by the leader, so a write reported as failed does not happen
+// later when a partition heals.
+func TestForwardDelayedPastDeadline(t *testing.T) {
+	const forward = time.Second
+	c := newCluster(t, 2, func(cfg *Config) { cfg.ForwardTimeout = forward })
+	ctx := t.Context()
+	leader, fs := c.leader()
+	layer := blobDesc("late layer")
+
+	c.rpc.hold(leader.ID())
+	err := fs[0].LinkBlob(ctx, "alice/app", layer)
+	if !errors.Is(err, hubmesh.ErrUnavailable) {
+		t.Fatalf("write through a follower whose requests the network holds: %v, want unavailable", err)
+	}
+	errs := c.rpc.release(ctx, leader.ID())
+	if len(errs) == 0 {
+		t.Fatal("the network held no request")
+	}
+	for i, err := range errs {
+		if !errors.Is(err, hubmesh.ErrUnavailable) {
+			t.Errorf("held request %d delivered after its deadline: %v, want unavailable", i, err)
+		}
+	}
+	if _, err := leader.Blob(ctx, layer.Digest); !errors.Is(err, hubmesh.ErrBlobUnknown) {
+		t.Fatalf("blob of the refused write on the leader: %v, want unknown", err)
+	}
+	// The same write, delivered in time, goes through.
+	if err := fs[0].LinkBlob(ctx, "alice/app", layer); err != nil {
+		t.Fatalf("the write again once the network delivers: %v", err)
+	}
+	if _, err := leader.Blob(ctx, layer.Digest); err != nil {
+		t.Fatalf("blob after the write went through: %v", err)
 	}
 }

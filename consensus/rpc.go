@@ -40,6 +40,12 @@ type rpcRequest struct {
 	Command []byte  `json:"command,omitempty"`
 	Member  *Member `json:"member,omitempty"`
 	ID      string  `json:"id,omitempty"`
+	// Deadline (Unix nanoseconds, the caller's clock) is when the caller
+	// stops waiting for the answer and reports the write as not done. The
+	// leader refuses a request that reaches it later: a request delayed
+	// in the network (a partition heals and the transport delivers what
+	// it had buffered) must not apply a write its client was told failed.
+	Deadline int64 `json:"deadline,omitempty"`
 }
 
 // rpcResponse is the JSON body of a successful answer. Errors travel as
@@ -76,9 +82,21 @@ func (n *Node) HandleRPC(ctx context.Context, from string, req []byte) ([]byte, 
 		return nil, fmt.Errorf("consensus rpc %s: %w (leader %q)", r.Kind, hubmesh.ErrNotLeader, id)
 	}
 	// The caller stops waiting after its own forward timeout; do not hold
-	// raft futures for much longer than that.
+	// raft futures for much longer than that, and do not start what the
+	// caller has already given up on.
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 	defer cancel()
+	if r.Deadline != 0 {
+		dl := time.Unix(0, r.Deadline)
+		if late := time.Since(dl); late >= 0 {
+			n.logger.Warn("refused a request that arrived after its caller's deadline (delayed by the network, or the clocks disagree)",
+				"kind", r.Kind, "from", from, "late", late.Round(time.Millisecond))
+			return nil, fmt.Errorf("consensus rpc %s: %w: the request arrived %v after its deadline", r.Kind, hubmesh.ErrUnavailable, late.Round(time.Millisecond))
+		}
+		var cancelDL context.CancelFunc
+		ctx, cancelDL = context.WithDeadline(ctx, dl)
+		defer cancelDL()
+	}
 	var resp rpcResponse
 	switch r.Kind {
 	case rpcApply:
@@ -148,6 +166,9 @@ func (n *Node) isPeer(id string) bool {
 // are transport failures of an RPC client that does not classify them:
 // they are reported as hubmesh.ErrUnavailable so that the caller retries.
 func (n *Node) call(ctx context.Context, leader string, req *rpcRequest) (*rpcResponse, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		req.Deadline = dl.UnixNano()
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("consensus rpc %s: %w", req.Kind, err)

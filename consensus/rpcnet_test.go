@@ -21,10 +21,44 @@ type rpcNet struct {
 	nodes  map[string]*Node
 	cut    map[string]bool
 	frozen map[string]bool
+	// held are the requests, per target, that calls made while the
+	// target was held left in the network; release delivers them.
+	held map[string][]heldCall
+}
+
+// heldCall is a request the network holds: who sent it and its bytes.
+type heldCall struct {
+	from string
+	req  []byte
 }
 
 func newRPCNet() *rpcNet {
-	return &rpcNet{nodes: map[string]*Node{}, cut: map[string]bool{}, frozen: map[string]bool{}}
+	return &rpcNet{nodes: map[string]*Node{}, cut: map[string]bool{}, frozen: map[string]bool{}, held: map[string][]heldCall{}}
+}
+
+// hold makes calls to id keep their requests in the network and never
+// answer, as a partition does to the bytes a transport had buffered: the
+// caller waits until its ctx ends. release delivers them later.
+func (r *rpcNet) hold(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held[id] = []heldCall{}
+}
+
+// release stops holding calls to id and delivers the held requests to it,
+// as the healed network would, returning what its HandleRPC answered to
+// each.
+func (r *rpcNet) release(ctx context.Context, id string) []error {
+	r.mu.Lock()
+	calls, target := r.held[id], r.nodes[id]
+	delete(r.held, id)
+	r.mu.Unlock()
+	var errs []error
+	for _, c := range calls {
+		_, err := target.HandleRPC(ctx, c.from, c.req)
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // freeze makes calls to id connect but never answer (on), as a frozen or
@@ -65,11 +99,15 @@ func (c *rpcClient) Call(ctx context.Context, peerID, protocol string, req []byt
 	target, ok := c.net.nodes[peerID]
 	cut := c.net.cut[c.from] || c.net.cut[peerID]
 	frozen := c.net.frozen[peerID]
+	held, holding := c.net.held[peerID]
+	if holding {
+		c.net.held[peerID] = append(held, heldCall{from: c.from, req: bytes.Clone(req)})
+	}
 	c.net.mu.Unlock()
 	if !ok || cut {
 		return nil, fmt.Errorf("call %s: %w: cannot connect", peerID, hubmesh.ErrUnavailable)
 	}
-	if frozen {
+	if frozen || holding {
 		<-ctx.Done()
 		return nil, fmt.Errorf("call %s: %w: %w", peerID, hubmesh.ErrUnavailable, ctx.Err())
 	}
