@@ -479,3 +479,63 @@ func chunkBlob(ctx context.Context, d digest.Digest, size int64, chunkSize int64
 	}
 	return l, nil
 }
+
+// chunkRecorder feeds a hash of a chain algorithm and records its state at
+// every multiple of unit bytes (a multiple of the hash block size): the
+// names of the chunks of the bytes it saw, for any chunk size that is
+// unit doubled k times.
+type chunkRecorder struct {
+	h      hash.Hash
+	alg    *chainAlg
+	unit   int64
+	n      int64    // bytes written
+	states [][]byte // state after (i+1)*unit bytes
+}
+
+// Write implements io.Writer: it writes p to the hash, stopping at each
+// unit boundary to record the state there.
+func (c *chunkRecorder) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		k := min(int64(len(p)), c.unit-c.n%c.unit)
+		c.h.Write(p[:k])
+		c.n += k
+		p = p[k:]
+		if c.n%c.unit == 0 {
+			c.states = append(c.states, stateOf(c.alg, c.h))
+		}
+	}
+	return total, nil
+}
+
+// truncate forgets the bytes past n, after the hash was rolled back to
+// its state at n.
+func (c *chunkRecorder) truncate(n int64) {
+	c.n = n
+	c.states = c.states[:n/c.unit]
+}
+
+// list returns the chunk list of blob d (size bytes, the bytes the
+// recorder saw) for chunk size unit, doubled as chunkBlob does.
+func (c *chunkRecorder) list(d digest.Digest, size int64) (*chunkList, error) {
+	if size != c.n {
+		return nil, fmt.Errorf("blob %s: %d bytes recorded, not %d: %w", d, c.n, size, hubmesh.ErrInvalid)
+	}
+	chunkSize := c.unit
+	for numChunks(size, chunkSize) > maxChunks(c.alg) && chunkSize*2 <= MaxChunkSize {
+		chunkSize *= 2
+	}
+	n := numChunks(size, chunkSize)
+	if n > maxChunks(c.alg) {
+		return nil, fmt.Errorf("blob %s: %d bytes is too large to exchange: %w", d, size, hubmesh.ErrSizeInvalid)
+	}
+	step := chunkSize / c.unit
+	l := &chunkList{digest: d, alg: c.alg, size: size, chunkSize: chunkSize, sums: make([]string, n)}
+	for i := range n - 1 {
+		l.sums[i] = string(c.states[(i+1)*step-1])
+	}
+	if n > 0 {
+		l.sums[n-1] = string(digestBytes(d))
+	}
+	return l, nil
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -60,6 +61,10 @@ type ExchangeConfig struct {
 	StallTimeout time.Duration
 	// Logger receives the exchange's logs. Required.
 	Logger *slog.Logger
+
+	// bufferedWrites makes fetches write through the page cache even
+	// where O_DIRECT works (tests of that path).
+	bufferedWrites bool
 }
 
 // Exchange shares blobs between nodes over libp2p with bitswap. Each blob
@@ -240,6 +245,34 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 	}
 }
 
+// indexStates indexes the chunk list of blob d, just committed to the
+// store from an upload whose file written describes and whose hash states
+// rec recorded, unless the list is indexed already. When the store kept
+// another file for d (it had the blob), the chunks are not marked as
+// checked: that file was not hashed here.
+func (e *Exchange) indexStates(d digest.Digest, size int64, written os.FileInfo, rec *chunkRecorder) error {
+	if rec.unit != int64(e.cfg.ChunkSize) {
+		return nil
+	}
+	if _, ok, err := e.index.rootOf(d); err != nil || ok {
+		return err
+	}
+	l, err := rec.list(d, size)
+	if err != nil {
+		return err
+	}
+	if err := e.index.add(l, l.encode()); err != nil {
+		return err
+	}
+	if f, info, err := e.store.openFile(d); err == nil {
+		f.Close()
+		if os.SameFile(info, written) {
+			e.bstore.checks.mark(d, info, -1)
+		}
+	}
+	return nil
+}
+
 // Forget drops blob d from the chunk index, so the node stops offering its
 // chunks; call it when the blob is deleted from the store. Forgetting a
 // blob that was never indexed does nothing.
@@ -319,7 +352,7 @@ func (t *transfer) reader(ctx context.Context) (io.ReadCloser, error) {
 		t.leave()
 		return nil, err
 	}
-	return &fetchReader{t: t, ctx: ctx}, nil
+	return &fetchReader{t: t, ctx: ctx, chunkIdx: -1}, nil
 }
 
 // Replicate makes sure blob d is in the store, fetching it from providers

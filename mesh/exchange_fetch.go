@@ -45,6 +45,13 @@ type transfer struct {
 	f        *os.File
 	tmpPath  string
 	sess     bsexchange.Fetcher
+	// direct writes the chunks with O_DIRECT (see direct.go); nil: they
+	// go through f. Only run uses it. rdirect reads them back the same
+	// way, for readers that the chunks kept in mem have left behind, and
+	// is closed with f. bufs is set when the transfer writes directly.
+	direct  *directWriter
+	rdirect *os.File
+	bufs    *chunkBufs
 
 	// finished is closed when the transfer ends, after state and err are
 	// set.
@@ -64,6 +71,9 @@ type transfer struct {
 	fetchers []peer.ID
 	// viaHolders marks the chunks asked from the holders (bitswap).
 	viaHolders []bool
+	// mem holds the bytes of the chunks written last, by index, when
+	// they are written with O_DIRECT (at most memChunks of them).
+	mem map[int][]byte
 }
 
 type transferState int
@@ -110,6 +120,15 @@ func (t *transfer) leave() {
 // held.
 func (t *transfer) unref() {
 	t.refs--
+	if t.refs == 0 {
+		t.mem = nil
+	}
+	if t.refs == 0 && t.rdirect != nil {
+		if err := t.rdirect.Close(); err != nil {
+			t.e.logger.Warn("close fetch temp file", "blob", t.d, "err", err)
+		}
+		t.rdirect = nil
+	}
 	if t.refs == 0 && t.f != nil {
 		if err := t.f.Close(); err != nil {
 			t.e.logger.Warn("close fetch temp file", "blob", t.d, "err", err)
@@ -158,10 +177,56 @@ func (t *transfer) readChunk(i int) ([]byte, bool) {
 	hdr := t.list.header(i)
 	buf := make([]byte, int64(len(hdr))+n)
 	copy(buf, hdr)
+	if t.bufs != nil {
+		tmp := t.bufs.get(t.bufs.size)
+		b, ok := t.chunkBytes(i, tmp)
+		if ok {
+			copy(buf[len(hdr):], b)
+		}
+		t.bufs.put(tmp)
+		if ok {
+			return buf, true
+		}
+	}
 	if _, err := f.ReadAt(buf[len(hdr):], off); err != nil {
 		return nil, false
 	}
 	return buf, true
+}
+
+// chunkBytes returns the bytes of the written chunk i, copied into dst
+// (aligned, of at least the chunk size rounded up to directAlign): from
+// memory while the transfer keeps the chunk there, else read from the
+// temp file with O_DIRECT. It reports false when the transfer does not
+// write directly or the read failed; the caller then reads through f.
+func (t *transfer) chunkBytes(i int, dst []byte) ([]byte, bool) {
+	off, n := t.list.chunkRange(i)
+	t.mu.Lock()
+	if b, ok := t.mem[i]; ok {
+		m := copy(dst[:n], b)
+		t.mu.Unlock()
+		return dst[:m], int64(m) == n
+	}
+	rd := t.rdirect
+	if rd == nil || !t.written[i] {
+		t.mu.Unlock()
+		return nil, false
+	}
+	t.refs++ // rd stays open while this read holds its reference
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.unref()
+		t.mu.Unlock()
+	}()
+	// The last chunk's padding is cut off once the blob is installed: a
+	// read past the end is short by that much.
+	m, err := rd.ReadAt(dst[:alignUp(n)], off)
+	if int64(m) < n {
+		t.e.logger.Debug("direct read of a fetched chunk", "blob", t.d, "chunk", i, "err", err)
+		return nil, false
+	}
+	return dst[:n], true
 }
 
 // waitAvail waits until more than off bytes are readable and returns how
@@ -242,10 +307,19 @@ func (t *transfer) start() error {
 		os.Remove(f.Name())
 		return fmt.Errorf("fetch %s: reserve %d bytes: %w", t.d, l.size, err)
 	}
+	if !e.cfg.bufferedWrites && l.chunkSize%directAlign == 0 && len(l.sums) > 0 {
+		if t.direct = openDirectWriter(f.Name()); t.direct != nil {
+			t.bufs = newChunkBufs(int(l.chunkSize))
+			t.rdirect = openDirectReader(f.Name())
+		}
+	}
 	t.mu.Lock()
 	t.list, t.rootData, t.f, t.tmpPath = l, blk.RawData(), f, f.Name()
 	t.written = make([]bool, len(l.sums))
 	t.viaHolders = make([]bool, len(l.sums))
+	if t.direct != nil {
+		t.mem = make(map[int][]byte, memChunks+1)
+	}
 	t.mu.Unlock()
 	t.sess = sess
 	e.bstore.addLive(t)
@@ -359,8 +433,8 @@ func (t *transfer) fetch() error {
 		}
 		// Start writing the chunks to disk as they come (every
 		// writebackEvery bytes), so that the fsync before install finds
-		// little left to do.
-		if unsynced += len(data) - hl; unsynced >= writebackEvery {
+		// little left to do. Direct writes are on disk already.
+		if unsynced += len(data) - hl; unsynced >= writebackEvery && t.direct == nil {
 			startWriteback(t.f)
 			unsynced = 0
 		}
@@ -474,11 +548,37 @@ func (t *transfer) write(i int, data []byte) error {
 	if int64(len(data)) != n {
 		return fmt.Errorf("fetch %s: chunk %d has %d bytes, want %d: %w", t.d, i, len(data), n, hubmesh.ErrInvalid)
 	}
-	if _, err := t.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("fetch %s: write temp file: %w", t.d, err)
+	var kept []byte
+	if t.direct != nil {
+		buf := t.bufs.get(int(n))
+		copy(buf, data)
+		if err := t.direct.writeChunk(buf, off); err != nil {
+			// The filesystem took the open but not the write: go on
+			// through the page cache.
+			t.e.logger.Debug("direct write refused; writing through the page cache", "blob", t.d, "err", err)
+			t.closeDirect()
+		} else {
+			kept = buf
+		}
+	}
+	if kept == nil {
+		if _, err := t.f.WriteAt(data, off); err != nil {
+			return fmt.Errorf("fetch %s: write temp file: %w", t.d, err)
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if kept != nil && t.mem != nil {
+		t.mem[i] = kept
+		if len(t.mem) > memChunks {
+			oldest := i
+			for j := range t.mem {
+				oldest = min(oldest, j)
+			}
+			t.bufs.put(t.mem[oldest])
+			delete(t.mem, oldest)
+		}
+	}
 	t.written[i] = true
 	for t.next < len(t.written) && t.written[t.next] {
 		t.next++
@@ -489,9 +589,27 @@ func (t *transfer) write(i int, data []byte) error {
 	return nil
 }
 
+// closeDirect stops writing with O_DIRECT; later chunks go through f.
+func (t *transfer) closeDirect() {
+	if t.direct == nil {
+		return
+	}
+	if err := t.direct.close(); err != nil {
+		t.e.logger.Warn("close direct fetch temp file", "blob", t.d, "err", err)
+	}
+	t.direct = nil
+}
+
 // install makes the verified temp file durable, moves it into the store
 // and records its chunks, so that this node serves the blob from now on.
 func (t *transfer) install() error {
+	if t.direct != nil {
+		t.closeDirect()
+		// Direct writes padded the last chunk to a whole page.
+		if err := t.f.Truncate(t.size); err != nil {
+			return fmt.Errorf("fetch %s: truncate: %w", t.d, err)
+		}
+	}
 	if err := t.f.Sync(); err != nil {
 		return fmt.Errorf("fetch %s: sync: %w", t.d, err)
 	}
@@ -518,6 +636,7 @@ func (t *transfer) install() error {
 // finish ends the transfer with err (nil: done): readers see the outcome,
 // the transfer leaves the exchange and the temp file goes.
 func (t *transfer) finish(err error) {
+	t.closeDirect()
 	// Unlink the temp file before anyone learns the outcome, so that a
 	// caller who saw the transfer end never finds it behind. Readers that
 	// hold it open keep reading: the open file outlives its name.
@@ -554,6 +673,11 @@ type fetchReader struct {
 	ctx    context.Context
 	off    int64
 	closed bool
+	// chunk holds chunk chunkIdx (chunkLen bytes) when the transfer
+	// writes directly; chunkIdx is -1 before the first.
+	chunk    []byte
+	chunkIdx int
+	chunkLen int
 }
 
 // Read implements io.Reader. It blocks until bytes past the read offset
@@ -574,6 +698,25 @@ func (r *fetchReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	n := min(int64(len(p)), avail-r.off)
+	if bufs := r.t.bufs; bufs != nil {
+		// The chunks are not in the page cache: read them a whole chunk
+		// at a time, from the transfer's memory or with O_DIRECT.
+		cs := r.t.list.chunkSize
+		i := int(r.off / cs)
+		if r.chunkIdx != i {
+			if r.chunk == nil {
+				r.chunk = alignedBuf(bufs.size)
+			}
+			if b, ok := r.t.chunkBytes(i, r.chunk); ok {
+				r.chunkIdx, r.chunkLen = i, len(b)
+			}
+		}
+		if r.chunkIdx == i {
+			m := copy(p[:n], r.chunk[r.off-int64(i)*cs:r.chunkLen])
+			r.off += int64(m)
+			return m, nil
+		}
+	}
 	// f stays open while this reader holds its reference.
 	m, err := r.t.f.ReadAt(p[:n], r.off)
 	r.off += int64(m)

@@ -329,7 +329,7 @@ const writebackEvery = 8 << 20
 // large as the buffer, and returns the number of bytes copied. It checks
 // ctx between chunks. When w is an *os.File, writeback of its dirty pages
 // is started every writebackEvery bytes (see startWriteback).
-func copyHashed(ctx context.Context, w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
+func copyHashed(ctx context.Context, w io.Writer, h io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp

@@ -38,9 +38,20 @@ type Uploads struct {
 	store  *Store
 	logger *slog.Logger
 
+	// ex, when set, gets the chunk list of every committed upload (see
+	// IndexChunks).
+	ex atomic.Pointer[Exchange]
+
 	mu       sync.Mutex
 	sessions map[string]*Upload
 }
+
+// IndexChunks makes every session created from now on record the hash
+// states of its content at each multiple of ex's chunk size while it
+// hashes it, and hand them to ex when it commits: ex then has the blob's
+// chunk list at once (ChunkRoot answers without reading the blob again),
+// so the first peer that fetches a new blob waits for no hashing pass.
+func (u *Uploads) IndexChunks(ex *Exchange) { u.ex.Store(ex) }
 
 // NewUploads wipes and recreates uploadsDir and returns an empty session
 // table whose commits go into store. uploadsDir must be on the same
@@ -96,6 +107,11 @@ func (u *Uploads) Create(ctx context.Context, repo string, alg digest.Algorithm)
 		return nil, fmt.Errorf("create upload: %w", err)
 	}
 	up := &Upload{owner: u, id: id, repo: repo, alg: alg, path: path, hash: h}
+	if ex := u.ex.Load(); ex != nil {
+		if a, ok := chainAlgOf(alg); ok {
+			up.chunks = &chunkRecorder{h: h, alg: a, unit: int64(ex.cfg.ChunkSize)}
+		}
+	}
 	up.touch()
 	u.mu.Lock()
 	u.sessions[id] = up
@@ -182,7 +198,10 @@ type Upload struct {
 
 	mu   sync.Mutex
 	hash hash.Hash // running hash of alg over the size bytes received
-	done bool      // committed, cancelled or expired
+	// chunks, when set, feeds hash and records its states (see
+	// Uploads.IndexChunks).
+	chunks *chunkRecorder
+	done   bool // committed, cancelled or expired
 }
 
 // ID returns the session id.
@@ -224,7 +243,11 @@ func (up *Upload) Append(ctx context.Context, offset int64, r io.Reader) (int64,
 	}
 	if _, err = f.Seek(prev, io.SeekStart); err == nil {
 		var n int64
-		n, err = copyHashed(ctx, f, up.hash, r)
+		var h io.Writer = up.hash
+		if up.chunks != nil {
+			h = up.chunks
+		}
+		n, err = copyHashed(ctx, f, h, r)
 		if err == nil {
 			up.size.Store(prev + n)
 		}
@@ -251,6 +274,9 @@ func (up *Upload) Append(ctx context.Context, offset int64, r io.Reader) (int64,
 func (up *Upload) rollback(size int64, state []byte) error {
 	if err := os.Truncate(up.path, size); err != nil {
 		return err
+	}
+	if up.chunks != nil {
+		up.chunks.truncate(size)
 	}
 	return up.hash.(encoding.BinaryUnmarshaler).UnmarshalBinary(state)
 }
@@ -287,6 +313,7 @@ func (up *Upload) Commit(ctx context.Context, d digest.Digest) (hubmesh.Descript
 	if err := syncFile(up.path); err != nil {
 		return hubmesh.Descriptor{}, fmt.Errorf("commit upload %q: %w", up.id, err)
 	}
+	written, _ := os.Stat(up.path)
 	if err := up.owner.store.adopt(up.path, d, size); err != nil {
 		// adopt removed the data: the session cannot continue.
 		up.endLocked()
@@ -294,6 +321,12 @@ func (up *Upload) Commit(ctx context.Context, d digest.Digest) (hubmesh.Descript
 	}
 	up.done = true
 	up.owner.forget(up.id)
+	if ex := up.owner.ex.Load(); ex != nil && up.chunks != nil && d.Algorithm() == up.alg && written != nil {
+		if err := ex.indexStates(d, size, written, up.chunks); err != nil {
+			// ChunkRoot computes the list when a peer first asks.
+			up.owner.logger.Warn("index the chunks of a committed upload", "blob", d, "err", err)
+		}
+	}
 	return hubmesh.Descriptor{Digest: d, Size: size}, nil
 }
 

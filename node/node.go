@@ -147,6 +147,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Node, err err
 		return nil, fmt.Errorf("blob exchange: %w", err)
 	}
 	n.closers = append(n.closers, n.ex.Close)
+	n.uploads.IndexChunks(n.ex)
 
 	n.self = consensus.Member{ID: n.host.ID(), HTTP: advertisedHTTP(n.ln), P2P: n.host.Addrs(), Role: roleOf(cfg.Role)}
 	n.meta, err = consensus.Open(ctx, consensus.Config{
