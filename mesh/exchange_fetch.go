@@ -603,9 +603,10 @@ func (t *transfer) closeDirect() {
 // install makes the verified temp file durable, moves it into the store
 // and records its chunks, so that this node serves the blob from now on.
 func (t *transfer) install() error {
-	if t.direct != nil {
-		t.closeDirect()
-		// Direct writes padded the last chunk to a whole page.
+	t.closeDirect()
+	if t.bufs != nil {
+		// Direct writes pad the last chunk to a whole page (also when a
+		// refused direct write sent the later chunks through f).
 		if err := t.f.Truncate(t.size); err != nil {
 			return fmt.Errorf("fetch %s: truncate: %w", t.d, err)
 		}
