@@ -9,14 +9,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hubmesh/hubmesh"
@@ -150,21 +148,7 @@ func parseFederation(links, namespaces, upstreams []string) ([]fedLinkConfig, er
 
 // readFederateSecrets reads the YAML secrets file: NAME: secret.
 func readFederateSecrets(path string) (map[string]string, error) {
-	if path == "" {
-		return nil, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("federate-secret-file: %w", err)
-	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	secrets := map[string]string{}
-	if err := dec.Decode(&secrets); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("federate-secret-file %s: %w", path, err)
-	}
-	return secrets, nil
+	return readYAMLMap[string]("federate-secret-file", path)
 }
 
 // fedRemote is the registry of a link (*upstream.Client).

@@ -90,21 +90,27 @@ func parseUpstreams(list []string) ([][2]string, error) {
 
 // readUpstreamCreds reads the YAML credentials file: NAME: {username, password}.
 func readUpstreamCreds(path string) (map[string]upstreamCreds, error) {
+	return readYAMLMap[upstreamCreds]("upstream-credentials-file", path)
+}
+
+// readYAMLMap reads the YAML file at path, the value of flag, as a map of
+// names to V, refusing unknown fields. An empty path gives nil.
+func readYAMLMap[V any](flag, path string) (map[string]V, error) {
 	if path == "" {
 		return nil, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("upstream-credentials-file: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
-	creds := map[string]upstreamCreds{}
-	if err := dec.Decode(&creds); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("upstream-credentials-file %s: %w", path, err)
+	m := map[string]V{}
+	if err := dec.Decode(&m); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
 	}
-	return creds, nil
+	return m, nil
 }
 
 // upstreams is the pull-through cache of a node; nil when no upstream is
