@@ -181,8 +181,9 @@ func (x *chunkIndex) chunkLocs(a *chainAlg, name string) ([]chunkLoc, error) {
 }
 
 // add records the chunk list l (whose encoding is root) and its chunks,
-// durably.
-func (x *chunkIndex) add(l *chunkList, root []byte) error {
+// with an fsync when sync is set. The index can always be rebuilt from the
+// blob files (ChunkRoot), so sync only saves that work after a crash.
+func (x *chunkIndex) add(l *chunkList, root []byte, sync bool) error {
 	sum := sha256.Sum256(root)
 	b := x.db.NewBatch()
 	defer b.Close()
@@ -202,7 +203,11 @@ func (x *chunkIndex) add(l *chunkList, root []byte) error {
 	if err := b.Set(blobKey(l.digest), sum[:], nil); err != nil {
 		return fmt.Errorf("chunk index: %w", err)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("chunk index: %w", err)
 	}
 	return nil

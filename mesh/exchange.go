@@ -228,7 +228,7 @@ func (e *Exchange) ChunkRoot(ctx context.Context, d digest.Digest) (string, erro
 			return nil, err
 		}
 		data := l.encode()
-		if err := e.index.add(l, data); err != nil {
+		if err := e.index.add(l, data, true); err != nil {
 			return nil, err
 		}
 		e.bstore.checks.mark(d, info, -1)
@@ -261,7 +261,9 @@ func (e *Exchange) indexStates(d digest.Digest, size int64, written os.FileInfo,
 	if err != nil {
 		return err
 	}
-	if err := e.index.add(l, l.encode()); err != nil {
+	// No fsync: this is on the push path, and a list lost in a crash is
+	// computed again when a peer asks.
+	if err := e.index.add(l, l.encode(), false); err != nil {
 		return err
 	}
 	if f, info, err := e.store.openFile(d); err == nil {

@@ -626,7 +626,7 @@ func (t *transfer) install() error {
 	}
 	t.tmpPath = "" // adopt took it
 	t.e.bstore.checks.mark(t.d, info, -1)
-	if err := t.e.index.add(t.list, t.rootData); err != nil {
+	if err := t.e.index.add(t.list, t.rootData, true); err != nil {
 		// The blob is stored; only serving it to peers is affected until
 		// ChunkRoot indexes it again.
 		t.e.logger.Warn("index fetched blob", "blob", t.d, "err", err)
