@@ -53,7 +53,11 @@ func TestForwardDelayedPastDeadline(t *testing.T) {
 	if !errors.Is(err, hubmesh.ErrUnavailable) {
 		t.Fatalf("write through a follower whose requests the network holds: %v, want unavailable", err)
 	}
-	errs := c.rpc.release(ctx, leader.ID())
+	// The network delivers the request 10 s after it was sent.
+	errs, err := c.rpc.release(ctx, leader.ID(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(errs) == 0 {
 		t.Fatal("the network held no request")
 	}

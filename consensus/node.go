@@ -172,7 +172,9 @@ type Node struct {
 	// closing is closed when Close starts. raft may accept a command into
 	// its buffered apply channel after shutdown and then never answer it, so
 	// waits also end here.
-	closing   chan struct{}
+	closing chan struct{}
+	// arrivals judges whether forwarded requests arrived in time (leader).
+	arrivals  arrivals
 	closeOnce sync.Once
 	closeErr  error
 	// stop ends the background reconciliation (see run); done is closed

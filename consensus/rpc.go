@@ -40,11 +40,11 @@ type rpcRequest struct {
 	Command []byte  `json:"command,omitempty"`
 	Member  *Member `json:"member,omitempty"`
 	ID      string  `json:"id,omitempty"`
-	// Deadline (Unix nanoseconds, the caller's clock) is when the caller
-	// stops waiting for the answer and reports the write as not done. The
-	// leader refuses a request that reaches it later: a request delayed
-	// in the network (a partition heals and the transport delivers what
-	// it had buffered) must not apply a write its client was told failed.
+	// Sent and Deadline (Unix nanoseconds, the caller's clock) are when
+	// the caller sent the request and when it stops waiting for the answer
+	// and reports the write as not done. The leader refuses a request that
+	// reaches it later (see arrival.go).
+	Sent     int64 `json:"sent,omitempty"`
 	Deadline int64 `json:"deadline,omitempty"`
 }
 
@@ -86,15 +86,16 @@ func (n *Node) HandleRPC(ctx context.Context, from string, req []byte) ([]byte, 
 	// caller has already given up on.
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	if r.Deadline != 0 {
-		dl := time.Unix(0, r.Deadline)
-		if late := time.Since(dl); late >= 0 {
-			n.logger.Warn("refused a request that arrived after its caller's deadline (delayed by the network, or the clocks disagree)",
+	if r.Deadline != 0 && r.Sent != 0 {
+		now := time.Now()
+		late := n.arrivals.lateBy(from, now, time.Unix(0, r.Sent), time.Unix(0, r.Deadline))
+		if late >= 0 {
+			n.logger.Warn("refused a request that arrived after its caller's deadline (delayed by the network)",
 				"kind", r.Kind, "from", from, "late", late.Round(time.Millisecond))
 			return nil, fmt.Errorf("consensus rpc %s: %w: the request arrived %v after its deadline", r.Kind, hubmesh.ErrUnavailable, late.Round(time.Millisecond))
 		}
 		var cancelDL context.CancelFunc
-		ctx, cancelDL = context.WithDeadline(ctx, dl)
+		ctx, cancelDL = context.WithDeadline(ctx, now.Add(-late))
 		defer cancelDL()
 	}
 	var resp rpcResponse
@@ -167,7 +168,7 @@ func (n *Node) isPeer(id string) bool {
 // they are reported as hubmesh.ErrUnavailable so that the caller retries.
 func (n *Node) call(ctx context.Context, leader string, req *rpcRequest) (*rpcResponse, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		req.Deadline = dl.UnixNano()
+		req.Sent, req.Deadline = time.Now().UnixNano(), dl.UnixNano()
 	}
 	body, err := json.Marshal(req)
 	if err != nil {

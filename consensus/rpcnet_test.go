@@ -3,9 +3,11 @@ package consensus
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hubmesh/hubmesh"
 )
@@ -46,19 +48,30 @@ func (r *rpcNet) hold(id string) {
 }
 
 // release stops holding calls to id and delivers the held requests to it,
-// as the healed network would, returning what its HandleRPC answered to
-// each.
-func (r *rpcNet) release(ctx context.Context, id string) []error {
+// as the healed network would after holding them for heldFor (their send
+// times and deadlines are moved that far back), returning what its
+// HandleRPC answered to each.
+func (r *rpcNet) release(ctx context.Context, id string, heldFor time.Duration) ([]error, error) {
 	r.mu.Lock()
 	calls, target := r.held[id], r.nodes[id]
 	delete(r.held, id)
 	r.mu.Unlock()
 	var errs []error
 	for _, c := range calls {
-		_, err := target.HandleRPC(ctx, c.from, c.req)
+		var req rpcRequest
+		if err := json.Unmarshal(c.req, &req); err != nil {
+			return nil, err
+		}
+		req.Sent -= int64(heldFor)
+		req.Deadline -= int64(heldFor)
+		raw, err := json.Marshal(&req)
+		if err != nil {
+			return nil, err
+		}
+		_, err = target.HandleRPC(ctx, c.from, raw)
 		errs = append(errs, err)
 	}
-	return errs
+	return errs, nil
 }
 
 // freeze makes calls to id connect but never answer (on), as a frozen or
