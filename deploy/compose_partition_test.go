@@ -32,10 +32,9 @@ func TestComposePartition(t *testing.T) {
 	if c == nil {
 		return
 	}
-	st, err := status(t.Context(), c.addr("node1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The leader every node agrees on (on a busy machine an election may
+	// be under way right after a push).
+	st := c.waitFormed(composeServices...)
 	leader := serviceOf(st, st.Leader)
 	victim := others(leader)[1]
 	majority := others(victim)
@@ -80,15 +79,25 @@ func TestComposePartition(t *testing.T) {
 		t.Fatalf("HEAD of a manifest pushed during the partition, on %s: %d after %s; want 404 within %s", victim, r.status, r.took, refuseWithin)
 	}
 
-	ls, err := status(t.Context(), c.addr(majority[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lst, err := status(t.Context(), c.addr(serviceOf(ls, ls.Leader)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := lst.Raft.AppliedIndex
+	// What the victim must catch up to: the leader's applied index. On a
+	// busy machine the majority may be between leaders for a moment.
+	var target uint64
+	eventually(t, composeFormTimeout, "the majority names its leader", func(ctx context.Context) error {
+		ls, err := status(ctx, c.addr(majority[0]))
+		if err != nil {
+			return err
+		}
+		l := serviceOf(ls, ls.Leader)
+		if l == "" || l == victim {
+			return fmt.Errorf("%s names leader %q", majority[0], ls.Leader)
+		}
+		lst, err := status(ctx, c.addr(l))
+		if err != nil {
+			return err
+		}
+		target = lst.Raft.AppliedIndex
+		return nil
+	})
 
 	healed := time.Now()
 	c.dockerRun("network", "connect", "--alias", victim, mesh, cid)
