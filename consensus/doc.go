@@ -24,11 +24,10 @@
 // the consensus RPC (rpc.go), which the node carries over the mesh's RPC
 // and serves with Node.HandleRPC. Without a reachable leader, writes fail
 // within Config.ForwardTimeout with hubmesh.ErrUnavailable. A forwarded
-// request carries the caller's send time and deadline, and the leader
-// refuses it once that has passed, so a write the caller reported as
-// failed does not happen later when the network delivers what it held
-// during a partition; the leader corrects for the offset between the two
-// clocks (arrival.go).
+// request carries the caller's deadline on the leader's clock (the caller
+// measures it, clock.go), and the leader refuses it once that has passed,
+// so a write the caller reported as failed does not happen later when the
+// network delivers what it held during a partition.
 //
 // The package must not import registryapi, mesh or node, and it keeps raft
 // and pebble types out of its API except raft.StreamLayer in Config, which

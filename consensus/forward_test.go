@@ -2,6 +2,9 @@ package consensus
 
 import (
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +50,10 @@ func TestForwardDelayedPastDeadline(t *testing.T) {
 	ctx := t.Context()
 	leader, fs := c.leader()
 	layer := blobDesc("late layer")
+	// A write in time first: the follower has measured the leader's clock.
+	if err := fs[0].LinkBlob(ctx, "alice/app", blobDesc("in time")); err != nil {
+		t.Fatal(err)
+	}
 
 	c.rpc.hold(leader.ID())
 	err := fs[0].LinkBlob(ctx, "alice/app", layer)
@@ -75,5 +82,69 @@ func TestForwardDelayedPastDeadline(t *testing.T) {
 	}
 	if _, err := leader.Blob(ctx, layer.Digest); err != nil {
 		t.Fatalf("blob after the write went through: %v", err)
+	}
+}
+
+// TestForwardSkewedClocks: nodes whose wall clocks disagree by far more
+// than the forwarding timeout forward writes normally (the follower
+// measures the leader's clock); writes held by the network for minutes
+// are all refused however many there were; after the leader's clock
+// steps forward, the next write still goes through.
+func TestForwardSkewedClocks(t *testing.T) {
+	const forward = time.Second
+	var step atomic.Int64 // the leader's clock step, in nanoseconds
+	c := newCluster(t, 2, func(cfg *Config) {
+		cfg.ForwardTimeout = forward
+		switch cfg.NodeID {
+		case "node-1":
+			cfg.clock = func() time.Time { return time.Now().Add(20*time.Second + time.Duration(step.Load())) }
+		default:
+			cfg.clock = func() time.Time { return time.Now().Add(-20 * time.Second) }
+		}
+	})
+	ctx := t.Context()
+	leader, fs := c.leader()
+	f := fs[0]
+	for i := range 3 {
+		b := blobDesc(fmt.Sprintf("skewed %d", i))
+		if err := f.LinkBlob(ctx, "alice/app", b); err != nil {
+			t.Fatalf("write %d through the follower, clocks 40 s apart: %v", i, err)
+		}
+	}
+
+	// Three writes at once, held by the network for five minutes.
+	c.rpc.hold(leader.ID())
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			if err := f.LinkBlob(ctx, "alice/app", blobDesc(fmt.Sprintf("held %d", i))); !errors.Is(err, hubmesh.ErrUnavailable) {
+				t.Errorf("held write %d: %v, want unavailable", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	errs, err := c.rpc.release(ctx, leader.ID(), 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 3 {
+		t.Fatalf("the network held %d writes, want 3", len(errs))
+	}
+	for i, err := range errs {
+		if !errors.Is(err, hubmesh.ErrUnavailable) {
+			t.Errorf("held write %d delivered 5 min late: %v, want unavailable", i, err)
+		}
+	}
+	for i := range 3 {
+		if _, err := leader.Blob(ctx, blobDesc(fmt.Sprintf("held %d", i)).Digest); !errors.Is(err, hubmesh.ErrBlobUnknown) {
+			t.Fatalf("held write %d applied: %v", i, err)
+		}
+	}
+
+	// The leader's clock steps 10 s forward: the follower's measurement is
+	// stale; the refused attempt makes it measure again.
+	step.Store(int64(10 * time.Second))
+	if err := f.LinkBlob(ctx, "alice/app", blobDesc("after the step")); err != nil {
+		t.Fatalf("write after the leader's clock stepped: %v", err)
 	}
 }

@@ -88,6 +88,10 @@ type Config struct {
 	// ReadBarrierTimeout (default 2s) bounds the read barrier that a
 	// follower's read waits for after missing locally.
 	ReadBarrierTimeout time.Duration
+
+	// clock replaces the wall clock this node judges forwarded requests'
+	// deadlines by and tells other nodes (tests of skewed clocks).
+	clock func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -173,8 +177,9 @@ type Node struct {
 	// its buffered apply channel after shutdown and then never answer it, so
 	// waits also end here.
 	closing chan struct{}
-	// arrivals judges whether forwarded requests arrived in time (leader).
-	arrivals  arrivals
+	// clocks are the measured clocks of the leaders this node forwarded
+	// to (clock.go).
+	clocks    peerClocks
 	closeOnce sync.Once
 	closeErr  error
 	// stop ends the background reconciliation (see run); done is closed

@@ -32,6 +32,7 @@ const (
 	rpcJoin      = "join"       // Member -> nothing (AddMember)
 	rpcRemove    = "remove"     // ID -> nothing (RemoveMember)
 	rpcReadIndex = "read-index" // -> Index the caller must have applied
+	rpcClock     = "clock"      // -> Clock, this node's wall clock (any member answers)
 )
 
 // rpcRequest is the JSON body of a request to HandleRPC.
@@ -40,11 +41,10 @@ type rpcRequest struct {
 	Command []byte  `json:"command,omitempty"`
 	Member  *Member `json:"member,omitempty"`
 	ID      string  `json:"id,omitempty"`
-	// Sent and Deadline (Unix nanoseconds, the caller's clock) are when
-	// the caller sent the request and when it stops waiting for the answer
-	// and reports the write as not done. The leader refuses a request that
-	// reaches it later (see arrival.go).
-	Sent     int64 `json:"sent,omitempty"`
+	// Deadline (Unix nanoseconds on the leader's clock, as the caller
+	// estimates it) is when the caller stops waiting for the answer and
+	// reports the write as not done. The leader refuses a request that
+	// reaches it later (see clock.go).
 	Deadline int64 `json:"deadline,omitempty"`
 }
 
@@ -54,6 +54,9 @@ type rpcResponse struct {
 	// Result is the JSON of an applied command's result, if it has one.
 	Result json.RawMessage `json:"result,omitempty"`
 	Index  uint64          `json:"index,omitempty"`
+	// Clock is the answering node's wall clock (Unix nanoseconds), for
+	// rpcClock.
+	Clock int64 `json:"clock,omitempty"`
 }
 
 // maxRPCRequest bounds a request: a command carries at most a 4 MiB
@@ -77,6 +80,9 @@ func (n *Node) HandleRPC(ctx context.Context, from string, req []byte) ([]byte, 
 	if !n.isPeer(from) {
 		return nil, fmt.Errorf("consensus rpc %s: %w: %q is not a member", r.Kind, hubmesh.ErrDenied, from)
 	}
+	if r.Kind == rpcClock {
+		return json.Marshal(&rpcResponse{Clock: n.now().UnixNano()})
+	}
 	if !n.IsLeader() {
 		id, _ := n.Leader()
 		return nil, fmt.Errorf("consensus rpc %s: %w (leader %q)", r.Kind, hubmesh.ErrNotLeader, id)
@@ -86,16 +92,16 @@ func (n *Node) HandleRPC(ctx context.Context, from string, req []byte) ([]byte, 
 	// caller has already given up on.
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	if r.Deadline != 0 && r.Sent != 0 {
-		now := time.Now()
-		late := n.arrivals.lateBy(from, now, time.Unix(0, r.Sent), time.Unix(0, r.Deadline))
-		if late >= 0 {
-			n.logger.Warn("refused a request that arrived after its caller's deadline (delayed by the network)",
+	if r.Deadline != 0 {
+		now := n.now()
+		dl := time.Unix(0, r.Deadline)
+		if late := now.Sub(dl); late >= 0 {
+			n.logger.Warn("refused a request that arrived after its caller's deadline (delayed by the network, or this node's clock stepped)",
 				"kind", r.Kind, "from", from, "late", late.Round(time.Millisecond))
 			return nil, fmt.Errorf("consensus rpc %s: %w: the request arrived %v after its deadline", r.Kind, hubmesh.ErrUnavailable, late.Round(time.Millisecond))
 		}
 		var cancelDL context.CancelFunc
-		ctx, cancelDL = context.WithDeadline(ctx, now.Add(-late))
+		ctx, cancelDL = context.WithTimeout(ctx, dl.Sub(now))
 		defer cancelDL()
 	}
 	var resp rpcResponse
@@ -168,7 +174,16 @@ func (n *Node) isPeer(id string) bool {
 // they are reported as hubmesh.ErrUnavailable so that the caller retries.
 func (n *Node) call(ctx context.Context, leader string, req *rpcRequest) (*rpcResponse, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		req.Sent, req.Deadline = time.Now().UnixNano(), dl.UnixNano()
+		now, err := n.remoteNow(ctx, leader)
+		switch {
+		case err == nil:
+			req.Deadline = now.Add(time.Until(dl)).UnixNano()
+		case errors.Is(err, hubmesh.ErrInvalid):
+			// A leader of an earlier version, which has no clock
+			// request (and checks no deadline): send none.
+		default:
+			return nil, err
+		}
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -176,6 +191,9 @@ func (n *Node) call(ctx context.Context, leader string, req *rpcRequest) (*rpcRe
 	}
 	out, err := n.cfg.RPC.Call(ctx, leader, RPCProtocol, body)
 	if err != nil {
+		// The leader may have refused the request because its clock
+		// stepped: measure again before the next one.
+		n.forgetClock(leader)
 		if !isDomainError(err) {
 			return nil, fmt.Errorf("consensus rpc %s to %s: %w: %v", req.Kind, leader, hubmesh.ErrUnavailable, err)
 		}

@@ -48,9 +48,9 @@ func (r *rpcNet) hold(id string) {
 }
 
 // release stops holding calls to id and delivers the held requests to it,
-// as the healed network would after holding them for heldFor (their send
-// times and deadlines are moved that far back), returning what its
-// HandleRPC answered to each.
+// as the healed network would after holding them for heldFor (their
+// deadlines are moved that far back), returning what its HandleRPC
+// answered to each request that had a deadline.
 func (r *rpcNet) release(ctx context.Context, id string, heldFor time.Duration) ([]error, error) {
 	r.mu.Lock()
 	calls, target := r.held[id], r.nodes[id]
@@ -62,7 +62,10 @@ func (r *rpcNet) release(ctx context.Context, id string, heldFor time.Duration) 
 		if err := json.Unmarshal(c.req, &req); err != nil {
 			return nil, err
 		}
-		req.Sent -= int64(heldFor)
+		if req.Deadline == 0 {
+			_, _ = target.HandleRPC(ctx, c.from, c.req)
+			continue
+		}
 		req.Deadline -= int64(heldFor)
 		raw, err := json.Marshal(&req)
 		if err != nil {
