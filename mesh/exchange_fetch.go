@@ -72,8 +72,12 @@ type transfer struct {
 	// viaHolders marks the chunks asked from the holders (bitswap).
 	viaHolders []bool
 	// mem holds the bytes of the chunks written last, by index, when
-	// they are written with O_DIRECT (at most memChunks of them).
+	// they are written with O_DIRECT (at most memChunks of them, until
+	// the transfer ends).
 	mem map[int][]byte
+	// directReads: chunks not in mem are read through rdirect; cleared
+	// when a direct write or read failed.
+	directReads bool
 }
 
 type transferState int
@@ -208,7 +212,7 @@ func (t *transfer) chunkBytes(i int, dst []byte) ([]byte, bool) {
 		return dst[:m], int64(m) == n
 	}
 	rd := t.rdirect
-	if rd == nil || !t.written[i] {
+	if rd == nil || !t.directReads || !t.written[i] {
 		t.mu.Unlock()
 		return nil, false
 	}
@@ -223,7 +227,10 @@ func (t *transfer) chunkBytes(i int, dst []byte) ([]byte, bool) {
 	// read past the end is short by that much.
 	m, err := rd.ReadAt(dst[:alignUp(n)], off)
 	if int64(m) < n {
-		t.e.logger.Debug("direct read of a fetched chunk", "blob", t.d, "chunk", i, "err", err)
+		t.e.logger.Debug("direct read of a fetched chunk failed; reading through the page cache", "blob", t.d, "chunk", i, "err", err)
+		t.mu.Lock()
+		t.directReads = false
+		t.mu.Unlock()
 		return nil, false
 	}
 	return dst[:n], true
@@ -319,6 +326,7 @@ func (t *transfer) start() error {
 	t.viaHolders = make([]bool, len(l.sums))
 	if t.direct != nil {
 		t.mem = make(map[int][]byte, memChunks+1)
+		t.directReads = t.rdirect != nil
 	}
 	t.mu.Unlock()
 	t.sess = sess
@@ -557,6 +565,9 @@ func (t *transfer) write(i int, data []byte) error {
 			// through the page cache.
 			t.e.logger.Debug("direct write refused; writing through the page cache", "blob", t.d, "err", err)
 			t.closeDirect()
+			t.mu.Lock()
+			t.directReads = false // the chunks to come are in the page cache
+			t.mu.Unlock()
 		} else {
 			kept = buf
 		}
@@ -571,12 +582,20 @@ func (t *transfer) write(i int, data []byte) error {
 	if kept != nil && t.mem != nil {
 		t.mem[i] = kept
 		if len(t.mem) > memChunks {
-			oldest := i
+			// Readers go in order: drop the lowest chunk before i (read
+			// already, most likely), or else the farthest one.
+			drop, below := -1, false
 			for j := range t.mem {
-				oldest = min(oldest, j)
+				switch {
+				case j == i:
+				case j < i && (!below || j < drop):
+					drop, below = j, true
+				case !below && j > drop:
+					drop = j
+				}
 			}
-			t.bufs.put(t.mem[oldest])
-			delete(t.mem, oldest)
+			t.bufs.put(t.mem[drop])
+			delete(t.mem, drop)
 		}
 	}
 	t.written[i] = true
@@ -647,6 +666,8 @@ func (t *transfer) finish(err error) {
 		}
 	}
 	t.mu.Lock()
+	// Readers still at it read the rest from the file.
+	t.mem = nil
 	if err != nil {
 		t.state, t.err = transferFailed, err
 	} else {
