@@ -88,10 +88,6 @@ type Config struct {
 	// ReadBarrierTimeout (default 2s) bounds the read barrier that a
 	// follower's read waits for after missing locally.
 	ReadBarrierTimeout time.Duration
-
-	// clock replaces the wall clock this node judges forwarded requests'
-	// deadlines by and tells other nodes (tests of skewed clocks).
-	clock func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -177,8 +173,9 @@ type Node struct {
 	// its buffered apply channel after shutdown and then never answer it, so
 	// waits also end here.
 	closing chan struct{}
-	// clocks are the measured clocks of the leaders this node forwarded
-	// to (clock.go).
+	// clock is this run's clock; clocks are the readings of the clocks
+	// of the leaders this node forwarded to (clock.go).
+	clock     nodeClock
 	clocks    peerClocks
 	closeOnce sync.Once
 	closeErr  error
@@ -288,7 +285,7 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 	runCtx, stop := context.WithCancel(context.Background())
 	n = &Node{
 		cfg: cfg, logger: cfg.Logger, raft: r, fsm: fsm, logs: logs,
-		trans: trans, stream: stream, closing: make(chan struct{}),
+		trans: trans, stream: stream, closing: make(chan struct{}), clock: newNodeClock(),
 		stop: stop, done: make(chan struct{}),
 	}
 	go n.run(runCtx)

@@ -32,7 +32,7 @@ const (
 	rpcJoin      = "join"       // Member -> nothing (AddMember)
 	rpcRemove    = "remove"     // ID -> nothing (RemoveMember)
 	rpcReadIndex = "read-index" // -> Index the caller must have applied
-	rpcClock     = "clock"      // -> Clock, this node's wall clock (any member answers)
+	rpcClock     = "clock"      // -> Clock and Epoch of this node (any member answers)
 )
 
 // rpcRequest is the JSON body of a request to HandleRPC.
@@ -41,11 +41,12 @@ type rpcRequest struct {
 	Command []byte  `json:"command,omitempty"`
 	Member  *Member `json:"member,omitempty"`
 	ID      string  `json:"id,omitempty"`
-	// Deadline (Unix nanoseconds on the leader's clock, as the caller
-	// estimates it) is when the caller stops waiting for the answer and
-	// reports the write as not done. The leader refuses a request that
-	// reaches it later (see clock.go).
-	Deadline int64 `json:"deadline,omitempty"`
+	// Deadline is when the caller stops waiting for the answer and
+	// reports the write as not done, on the leader's clock of run Epoch
+	// (nanoseconds since it started) as the caller estimates it. The
+	// leader refuses a request that reaches it later (see clock.go).
+	Deadline int64  `json:"deadline,omitempty"`
+	Epoch    string `json:"epoch,omitempty"`
 }
 
 // rpcResponse is the JSON body of a successful answer. Errors travel as
@@ -54,9 +55,10 @@ type rpcResponse struct {
 	// Result is the JSON of an applied command's result, if it has one.
 	Result json.RawMessage `json:"result,omitempty"`
 	Index  uint64          `json:"index,omitempty"`
-	// Clock is the answering node's wall clock (Unix nanoseconds), for
-	// rpcClock.
-	Clock int64 `json:"clock,omitempty"`
+	// Clock and Epoch answer rpcClock: nanoseconds since the answering
+	// node's run started, and that run's epoch.
+	Clock int64  `json:"clock,omitempty"`
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // maxRPCRequest bounds a request: a command carries at most a 4 MiB
@@ -81,7 +83,7 @@ func (n *Node) HandleRPC(ctx context.Context, from string, req []byte) ([]byte, 
 		return nil, fmt.Errorf("consensus rpc %s: %w: %q is not a member", r.Kind, hubmesh.ErrDenied, from)
 	}
 	if r.Kind == rpcClock {
-		return json.Marshal(&rpcResponse{Clock: n.now().UnixNano()})
+		return json.Marshal(&rpcResponse{Clock: int64(time.Since(n.clock.started)), Epoch: n.clock.epoch})
 	}
 	if !n.IsLeader() {
 		id, _ := n.Leader()
@@ -92,16 +94,13 @@ func (n *Node) HandleRPC(ctx context.Context, from string, req []byte) ([]byte, 
 	// caller has already given up on.
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	if r.Deadline != 0 {
-		now := n.now()
-		dl := time.Unix(0, r.Deadline)
-		if late := now.Sub(dl); late >= 0 {
-			n.logger.Warn("refused a request that arrived after its caller's deadline (delayed by the network, or this node's clock stepped)",
-				"kind", r.Kind, "from", from, "late", late.Round(time.Millisecond))
-			return nil, fmt.Errorf("consensus rpc %s: %w: the request arrived %v after its deadline", r.Kind, hubmesh.ErrUnavailable, late.Round(time.Millisecond))
+	if r.Epoch != "" {
+		left, err := n.checkDeadline(r.Kind, from, r.Epoch, time.Duration(r.Deadline))
+		if err != nil {
+			return nil, err
 		}
 		var cancelDL context.CancelFunc
-		ctx, cancelDL = context.WithTimeout(ctx, dl.Sub(now))
+		ctx, cancelDL = context.WithTimeout(ctx, left)
 		defer cancelDL()
 	}
 	var resp rpcResponse
@@ -174,13 +173,13 @@ func (n *Node) isPeer(id string) bool {
 // they are reported as hubmesh.ErrUnavailable so that the caller retries.
 func (n *Node) call(ctx context.Context, leader string, req *rpcRequest) (*rpcResponse, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		now, err := n.remoteNow(ctx, leader)
+		now, epoch, err := n.remoteNow(ctx, leader)
 		switch {
 		case err == nil:
-			req.Deadline = now.Add(time.Until(dl)).UnixNano()
-		case errors.Is(err, hubmesh.ErrInvalid):
-			// A leader of an earlier version, which has no clock
-			// request (and checks no deadline): send none.
+			req.Deadline, req.Epoch = int64(now+time.Until(dl)), epoch
+		case errors.Is(err, errNoClock):
+			// A leader of an earlier version checks no deadline: send
+			// none.
 		default:
 			return nil, err
 		}
@@ -191,9 +190,11 @@ func (n *Node) call(ctx context.Context, leader string, req *rpcRequest) (*rpcRe
 	}
 	out, err := n.cfg.RPC.Call(ctx, leader, RPCProtocol, body)
 	if err != nil {
-		// The leader may have refused the request because its clock
-		// stepped: measure again before the next one.
-		n.forgetClock(leader)
+		if errors.Is(err, hubmesh.ErrUnavailable) || !isDomainError(err) {
+			// Refused as late (or another run's), or not delivered:
+			// measure again before the next request.
+			n.forgetClock(leader)
+		}
 		if !isDomainError(err) {
 			return nil, fmt.Errorf("consensus rpc %s to %s: %w: %v", req.Kind, leader, hubmesh.ErrUnavailable, err)
 		}
@@ -279,7 +280,9 @@ func onLeader[T any](ctx context.Context, n *Node, op string,
 		switch {
 		case n.IsLeader():
 			res, err = local(ctx)
-		case leader == "":
+		case leader == "" || leader == n.cfg.NodeID:
+			// Just stepped down, raft may still name this node for a
+			// moment: as good as no leader.
 			err = fmt.Errorf("%w: no leader known", hubmesh.ErrUnavailable)
 		default:
 			actx, cancel := context.WithDeadline(ctx, deadline)
