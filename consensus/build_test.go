@@ -1,11 +1,9 @@
 package consensus
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"reflect"
 	"strings"
@@ -578,21 +576,8 @@ func TestSnapshotRoundTripBuilds(t *testing.T) {
 	src.mustApply(&SetBuildSettings{Settings: testBuildSettings("acme/api")})
 	bs := src.mustApply(&QueueBuilds{Builds: []hubmesh.Build{testBuild("acme/api", "main", buildT0), testBuild("acme/api", "dev", buildT0)}}).([]hubmesh.Build)
 	src.mustApply(&ClaimBuild{ID: bs[0].ID, Builder: "node-1", LeaseUntil: buildT0.Add(time.Minute), At: buildT0})
-	want := src.dump()
-	for _, p := range []string{"buildset/", "build/", "buildrepo/", "buildopen/"} {
-		if keysUnder(want, p) == 0 {
-			t.Fatalf("nothing under %q", p)
-		}
-	}
-	stream := persist(t, src.f)
 	dst := newFSM(t)
-	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
-		t.Fatal(err)
-	}
-	dst.reopen()
-	if got := dst.dump(); !maps.Equal(got, want) {
-		t.Fatalf("restored state differs: %d keys, want %d", len(got), len(want))
-	}
+	restoreInto(t, src, dst, "buildset/", "build/", "buildrepo/", "buildopen/")
 	dst.index = src.index
 	done := dst.mustApply(&UpdateBuild{ID: bs[0].ID, Builder: "node-1", Attempt: 1, State: hubmesh.BuildSuccess, At: buildT0.Add(time.Second)}).(hubmesh.Build)
 	if done.State != hubmesh.BuildSuccess {

@@ -41,6 +41,26 @@ func persist(t *testing.T, f *stateMachine) []byte {
 	return sink.Bytes()
 }
 
+// restoreInto checks that src's state has keys under every prefix,
+// snapshots it, restores the snapshot into dst (whatever dst held before)
+// and checks that dst then holds exactly src's state.
+func restoreInto(t *testing.T, src, dst *fsmHarness, prefixes ...string) {
+	t.Helper()
+	want := src.dump()
+	for _, p := range prefixes {
+		if keysUnder(want, p) == 0 {
+			t.Fatalf("nothing under %q", p)
+		}
+	}
+	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(persist(t, src.f)))); err != nil {
+		t.Fatal(err)
+	}
+	dst.reopen()
+	if got := dst.dump(); !maps.Equal(got, want) {
+		t.Fatalf("restored state differs: %d keys, want %d", len(got), len(want))
+	}
+}
+
 // populate gives h a state that uses every kind of key.
 func populate(h *fsmHarness, repo string) {
 	layer := blobDesc("layer of " + repo)

@@ -1,10 +1,8 @@
 package consensus
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"strings"
 	"testing"
@@ -421,21 +419,8 @@ func TestSnapshotRoundTripWebhooks(t *testing.T) {
 	pushTag(src, "acme/api", "v1", "alice")
 	ds := dueAll(t, src.f)
 	src.mustApply(&RecordWebhookAttempt{Attempt: hubmesh.WebhookAttempt{Delivery: ds[0].ID, Attempt: 1, At: hookT0, Code: 500, NextAttempt: hookT0.Add(time.Hour)}})
-	want := src.dump()
-	for _, p := range []string{"hook/", "hookrepo/", "hookorg/", "delivery/", "hookdue/"} {
-		if keysUnder(want, p) == 0 {
-			t.Fatalf("nothing under %q", p)
-		}
-	}
-	stream := persist(t, src.f)
 	dst := newFSM(t)
-	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
-		t.Fatal(err)
-	}
-	dst.reopen()
-	if got := dst.dump(); !maps.Equal(got, want) {
-		t.Fatalf("restored state differs: %d keys, want %d", len(got), len(want))
-	}
+	restoreInto(t, src, dst, "hook/", "hookrepo/", "hookorg/", "delivery/", "hookdue/")
 	dst.index = src.index
 	dst.mustApply(&RecordWebhookAttempt{Attempt: hubmesh.WebhookAttempt{Delivery: ds[0].ID, Attempt: 2, At: hookT0, OK: true}})
 	if d := mustDelivery(t, dst.f, ds[0].ID); d.State != hubmesh.DeliveryDelivered || d.Attempts != 2 {
