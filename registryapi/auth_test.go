@@ -114,6 +114,24 @@ func newAuthEnv(t testing.TB, opts ...func(*AuthConfig)) *authEnv {
 	return e
 }
 
+// withHub serves e through a new test server whose /api/v1/ is a Hub of
+// cfg (its Auth, Accounts, Listings and Logger are e's) and whose other
+// paths are e's handler as it was (/v2/, /token).
+func (e *authEnv) withHub(cfg HubConfig) {
+	e.t.Helper()
+	cfg.Auth, cfg.Accounts, cfg.Listings, cfg.Logger = e.a, e.acc, e.reg, e.a.log
+	hub, err := NewHub(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/", hub)
+	mux.Handle("/", e.h)
+	e.srv = httptest.NewServer(mux)
+	e.t.Cleanup(e.srv.Close)
+	e.h, e.host = mux, strings.TrimPrefix(e.srv.URL, "http://")
+}
+
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {

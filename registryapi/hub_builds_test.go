@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -174,16 +173,7 @@ func (f *fakeBuilds) BuildLog(ctx context.Context, b hubmesh.Build, offset int64
 func newBuildEnv(t *testing.T) (*authEnv, *fakeBuilds) {
 	fb := newFakeBuilds()
 	e := newAuthEnv(t, func(c *AuthConfig) { c.Builds = fb })
-	hub, err := NewHub(HubConfig{Auth: e.a, Accounts: e.acc, Listings: e.reg, Logger: e.a.log, Builds: fb})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", hub)
-	mux.Handle("/", e.h) // /v2/ and /token
-	e.srv = httptest.NewServer(mux)
-	t.Cleanup(e.srv.Close)
-	e.h, e.host = mux, strings.TrimPrefix(e.srv.URL, "http://")
+	e.withHub(HubConfig{Builds: fb})
 	for _, u := range []string{"alice", "bob", "wendy", "carol"} {
 		e.addUser(u, false)
 	}
@@ -830,21 +820,13 @@ func TestBuildToken(t *testing.T) {
 func TestBuildSourceEgress(t *testing.T) {
 	fb := newFakeBuilds()
 	e := newAuthEnv(t, func(c *AuthConfig) { c.Builds = fb })
-	hub, err := NewHub(HubConfig{Auth: e.a, Accounts: e.acc, Listings: e.reg, Logger: e.a.log, Builds: fb,
+	e.withHub(HubConfig{Builds: fb,
 		WebhookURLCheck: func(_ context.Context, u string) error {
 			if strings.Contains(u, "169.254.169.254") || strings.Contains(u, "[::1]") {
 				return fmt.Errorf("%w: refused by the egress policy", hubmesh.ErrDenied)
 			}
 			return nil
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", hub)
-	e.srv = httptest.NewServer(mux)
-	t.Cleanup(e.srv.Close)
-	e.h, e.host = mux, strings.TrimPrefix(e.srv.URL, "http://")
 	e.addUser("alice", false)
 	e.addRepo("alice/api", false)
 	alice := basic("alice", testPassword)

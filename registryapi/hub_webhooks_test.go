@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -149,8 +148,8 @@ func (f *fakeWebhooks) SetWebhookCallback(_ context.Context, id string, cb hubme
 func newHookEnv(t *testing.T) (*authEnv, *fakeWebhooks) {
 	e := newAuthEnv(t)
 	wh := newFakeWebhooks()
-	hub, err := NewHub(HubConfig{
-		Auth: e.a, Accounts: e.acc, Listings: e.reg, Logger: e.a.log, Webhooks: wh,
+	e.withHub(HubConfig{
+		Webhooks: wh,
 		WebhookURLCheck: func(_ context.Context, u string) error {
 			if strings.Contains(u, "127.0.0.1") {
 				return fmt.Errorf("%w: loopback address refused by the egress policy", hubmesh.ErrDenied)
@@ -158,14 +157,6 @@ func newHookEnv(t *testing.T) (*authEnv, *fakeWebhooks) {
 			return nil
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", hub)
-	e.srv = httptest.NewServer(mux)
-	t.Cleanup(e.srv.Close)
-	e.h = mux
 	e.addUser("alice", false)
 	e.addUser("bob", false)
 	e.addOrg("acme", "alice")
