@@ -57,11 +57,9 @@ func newChunkBufs(size int) *chunkBufs {
 	return &chunkBufs{size: int(alignUp(int64(size))), spare: make(chan []byte, spareBufs)}
 }
 
-// get returns an aligned buffer of at least n bytes, length n.
+// get returns an aligned buffer of length n (at most the pool's size)
+// and capacity the pool's size.
 func (p *chunkBufs) get(n int) []byte {
-	if n > p.size {
-		return alignedBuf(int(alignUp(int64(n))))[:n]
-	}
 	select {
 	case b := <-p.spare:
 		return b[:n]
